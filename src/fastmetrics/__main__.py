@@ -1,0 +1,5 @@
+"""``python -m fastmetrics``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,895 @@
+# cython: language_level=3
+"""The compiled kernels of fastmetrics.
+
+``DecoderC`` turns a kubelet ``/metrics/resource`` body (Prometheus text 0.0.4) into numpy
+columns. The byte scanner runs without the GIL and creates no Python object per sample: label
+blocks are interned in a hash table owned by the decoder, and a block seen in the previous
+payload of the same node is recognised by one ``memcmp`` against a predicted entry. Only a label
+block never seen before leaves the kernel: it is parsed and interned by
+``_grammar.parse_label_block`` (shared with the Python twin), then the kernel resumes.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+
+cimport numpy as cnp
+
+import numpy as np
+
+from fastmetrics import _grammar
+from fastmetrics import errors as _errors
+from fastmetrics._batch import DecodedBatch, KeyTable, NodePoint
+
+cnp.import_array()
+
+cdef object DecodeError = _errors.DecodeError
+cdef object FastMetricsError = _errors.FastMetricsError
+cdef object GrammarError = _grammar.GrammarError
+cdef object REASONS = _grammar.REASONS
+cdef object parse_label_block = _grammar.parse_label_block
+cdef object make_excerpt = _errors.make_excerpt
+
+cdef extern from *:
+    """
+    #include <locale.h>
+    #include <stdlib.h>
+    #ifndef FM_DEBUG
+    #define FM_DEBUG 0
+    #endif
+    /* strtod that ignores the process locale (a decimal comma must never be accepted) */
+    static locale_t fm_c_locale = (locale_t)0;
+    static double fm_strtod(const char *s) {
+        if (fm_c_locale == (locale_t)0) fm_c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+        return strtod_l(s, NULL, fm_c_locale);
+    }
+    """
+    int FM_DEBUG
+    double fm_strtod(const char *s) nogil
+
+# Family codes (same values as _grammar.SERIES_*).
+cdef enum:
+    SERIES_OTHER = 0
+    SERIES_NODE_CPU = 1
+    SERIES_NODE_MEMORY = 2
+    SERIES_CONTAINER_CPU = 3
+    SERIES_CONTAINER_MEMORY = 4
+    SERIES_CONTAINER_START = 5
+
+# Error codes: indices into _grammar.REASONS.
+cdef enum:
+    ERR_NONE = 0
+    ERR_METRIC_NAME = 1
+    ERR_MISSING_VALUE = 2
+    ERR_BAD_VALUE = 3
+    ERR_NEGATIVE_TIMESTAMP = 4
+    ERR_BAD_TIMESTAMP = 5
+    ERR_TIMESTAMP_RANGE = 6
+    ERR_TRAILING = 7
+    ERR_VALUE_SEPARATOR = 8
+    ERR_HELP_NAME = 9
+    ERR_TYPE_NAME = 10
+    ERR_TYPE_MISSING = 11
+    ERR_TYPE_INVALID = 12
+    ERR_TYPE_TRAILING = 13
+
+# What the kernel stopped for.
+cdef enum:
+    RUN_DONE = 0
+    RUN_ERROR = 1
+    RUN_MISS = 2
+
+cdef enum:
+    START_TOKEN_MAX = 23
+
+# Largest millisecond timestamp whose nanosecond value fits in int64: (2**63 - 1) // 10**6.
+cdef uint64_t MAX_TIMESTAMP_MS = 9223372036854ULL
+
+# One interned label block: the bytes from '{' to '}' inclusive, stored in the arena.
+cdef struct Entry:
+    uint64_t hash
+    int64_t offset
+    int32_t length
+    int32_t key          # container key id, or -1 when namespace/pod/container is missing
+    int32_t next         # the entry that followed this one last time (prediction), or -1
+    int32_t used_gen     # the decode generation that last used this entry
+    int64_t start_ns     # cached conversion of the last container_start_time_seconds value
+    uint8_t start_len    # length of start_token; 0 = nothing cached
+    char start_token[START_TOKEN_MAX]
+
+cdef uint8_t NAME_START[256]
+cdef uint8_t NAME_CHAR[256]
+cdef double POW10[23]
+
+
+cdef void _init_tables() noexcept:
+    cdef int c
+    memset(NAME_START, 0, 256)
+    memset(NAME_CHAR, 0, 256)
+    for c in range(256):
+        if (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or c == 95 or c == 58:
+            NAME_START[c] = 1
+            NAME_CHAR[c] = 1
+        elif c >= 48 and c <= 57:
+            NAME_CHAR[c] = 1
+    POW10[0] = 1.0
+    for c in range(1, 23):
+        POW10[c] = POW10[c - 1] * 10.0   # exact up to 1e22
+
+
+_init_tables()
+
+
+cdef inline bint is_ws(uint8_t c) noexcept nogil:
+    return c == 32 or c == 9
+
+
+cdef inline Py_ssize_t skip_ws(const uint8_t* b, Py_ssize_t i, Py_ssize_t eol) noexcept nogil:
+    while i < eol and (b[i] == 32 or b[i] == 9):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t skip_token(const uint8_t* b, Py_ssize_t i, Py_ssize_t eol) noexcept nogil:
+    while i < eol and b[i] != 32 and b[i] != 9:
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t skip_name(const uint8_t* b, Py_ssize_t i, Py_ssize_t eol) noexcept nogil:
+    while i < eol and NAME_CHAR[b[i]]:
+        i += 1
+    return i
+
+
+cdef inline int series_of(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    # Dispatch on the name's length first, then one memcmp (exact-name match, SPEC §3.2).
+    if n == 28:
+        if memcmp(p, b"node_cpu_usage_seconds_total", 28) == 0:
+            return SERIES_NODE_CPU
+        if memcmp(p, b"container_start_time_seconds", 28) == 0:
+            return SERIES_CONTAINER_START
+    elif n == 29:
+        if memcmp(p, b"node_memory_working_set_bytes", 29) == 0:
+            return SERIES_NODE_MEMORY
+    elif n == 33:
+        if memcmp(p, b"container_cpu_usage_seconds_total", 33) == 0:
+            return SERIES_CONTAINER_CPU
+    elif n == 34:
+        if memcmp(p, b"container_memory_working_set_bytes", 34) == 0:
+            return SERIES_CONTAINER_MEMORY
+    return SERIES_OTHER
+
+
+cdef inline bint lower_is(const uint8_t* p, const char* word, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if (p[i] | 0x20) != <uint8_t>word[i]:
+            return False
+    return True
+
+
+cdef int parse_value(const uint8_t* p, Py_ssize_t n, double* out) noexcept nogil:
+    """Parse a sample value token (Go ParseFloat's decimal and special forms); -1 if invalid."""
+    cdef Py_ssize_t i = 0
+    cdef bint neg = False
+    cdef uint64_t mant = 0
+    cdef int ndigits = 0      # significant digits accumulated in mant
+    cdef int exp10 = 0
+    cdef int exp_val = 0
+    cdef bint exp_neg = False
+    cdef bint any_digit = False
+    cdef bint inexact = False
+    cdef uint8_t c
+    cdef double d
+    cdef char small[64]
+    cdef char* buf
+    if n > 0 and (p[0] == 43 or p[0] == 45):   # '+' '-'
+        neg = p[0] == 45
+        i = 1
+    if i < n and (p[i] | 0x20) >= 97 and (p[i] | 0x20) <= 122:
+        if n - i == 3 and lower_is(p + i, b"inf", 3):
+            out[0] = -1e308 * 1e308 if neg else 1e308 * 1e308
+            return 0
+        if n - i == 8 and lower_is(p + i, b"infinity", 8):
+            out[0] = -1e308 * 1e308 if neg else 1e308 * 1e308
+            return 0
+        if n - i == 3 and lower_is(p + i, b"nan", 3):
+            d = 1e308 * 1e308
+            out[0] = d - d
+            return 0
+        return -1
+    while i < n and p[i] >= 48 and p[i] <= 57:
+        any_digit = True
+        if mant == 0 and p[i] == 48:
+            pass
+        elif ndigits < 19:
+            mant = mant * 10 + (p[i] - 48)
+            ndigits += 1
+        else:
+            exp10 += 1
+            inexact = True
+        i += 1
+    if i < n and p[i] == 46:   # '.'
+        i += 1
+        while i < n and p[i] >= 48 and p[i] <= 57:
+            any_digit = True
+            if mant == 0 and p[i] == 48:
+                exp10 -= 1
+            elif ndigits < 19:
+                mant = mant * 10 + (p[i] - 48)
+                ndigits += 1
+                exp10 -= 1
+            else:
+                inexact = True
+            i += 1
+    if not any_digit:
+        return -1
+    if i < n and (p[i] | 0x20) == 101:   # 'e'
+        i += 1
+        if i < n and (p[i] == 43 or p[i] == 45):
+            exp_neg = p[i] == 45
+            i += 1
+        if i >= n or p[i] < 48 or p[i] > 57:
+            return -1
+        while i < n and p[i] >= 48 and p[i] <= 57:
+            if exp_val < 100000:
+                exp_val = exp_val * 10 + (p[i] - 48)
+            i += 1
+        exp10 += -exp_val if exp_neg else exp_val
+    if i != n:
+        return -1
+    if mant == 0:
+        out[0] = -0.0 if neg else 0.0
+        return 0
+    # Clinger's fast path: exact when the mantissa and the power of ten are exact doubles.
+    if not inexact and mant <= 9007199254740992ULL and exp10 >= -22 and exp10 <= 22:
+        d = <double>mant
+        if exp10 >= 0:
+            d = d * POW10[exp10]
+        else:
+            d = d / POW10[-exp10]
+        out[0] = -d if neg else d
+        return 0
+    # Correctly rounded fallback on a NUL-terminated copy of the token.
+    if n < 64:
+        memcpy(small, p, n)
+        small[n] = 0
+        out[0] = fm_strtod(small)
+        return 0
+    buf = <char*>malloc(n + 1)
+    if buf == NULL:
+        return -2
+    memcpy(buf, p, n)
+    buf[n] = 0
+    out[0] = fm_strtod(buf)
+    free(buf)
+    return 0
+
+
+cdef inline uint64_t cpu_from_seconds(double v) noexcept nogil:
+    # Go's uint64(v * 1e9); 0 (entity dropped) for negative, NaN, infinite or >= 2**64.
+    cdef double x = v * 1e9
+    if x >= 0.0 and x < 18446744073709551616.0:
+        return <uint64_t>x
+    return 0
+
+
+cdef inline uint64_t uint64_from_float(double v) noexcept nogil:
+    if v >= 0.0 and v < 18446744073709551616.0:
+        return <uint64_t>v
+    return 0
+
+
+cdef inline int64_t start_ns_from_seconds(double v) noexcept nogil:
+    cdef double x = v * 1e9
+    if x >= -9223372036854775808.0 and x < 9223372036854775808.0:
+        return <int64_t>x
+    return 0
+
+
+cdef inline uint64_t hash_bytes(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    # FNV-1a; only used on prediction misses.
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 1099511628211ULL
+    return h
+
+
+cdef class DecoderC:
+    """Decodes one node's kubelet ``/metrics/resource`` bodies into columns (compiled).
+
+    Keep one decoder per node and call :meth:`decode` on every scrape. Label blocks are interned
+    in ``keys`` (a :class:`fastmetrics.KeyTable`); a body whose label bytes are unchanged since
+    the previous call is decoded without creating any Python object per series.
+    """
+
+    cdef readonly object keys
+    # interned label blocks
+    cdef Entry* entries
+    cdef Py_ssize_t n_entries, cap_entries
+    cdef uint8_t* arena
+    cdef Py_ssize_t arena_len, arena_cap
+    cdef int32_t* table            # open addressing, entry index or -1
+    cdef Py_ssize_t table_mask
+    cdef int32_t gen
+    cdef Py_ssize_t live_entries
+    # per-key / per-pod scratch (reset after every decode)
+    cdef int32_t* slot_of_key
+    cdef int32_t* pod_of_key
+    cdef Py_ssize_t cap_keys, n_keys
+    cdef uint8_t* pod_bad
+    cdef Py_ssize_t cap_pods
+    # rows of the payload being decoded
+    cdef int32_t* row_key
+    cdef int64_t* row_ts
+    cdef int64_t* row_start
+    cdef uint64_t* row_cpu
+    cdef uint64_t* row_mem
+    cdef Py_ssize_t n_rows, cap_rows
+    # parse state (the kernel is resumable after a label-block miss)
+    cdef const uint8_t* buf
+    cdef Py_ssize_t buf_len, pos
+    cdef int32_t last_entry
+    cdef int64_t default_ts
+    cdef bint node_seen
+    cdef int64_t node_ts
+    cdef uint64_t node_cpu, node_mem
+    cdef Py_ssize_t skipped
+    cdef int err_code
+    cdef Py_ssize_t err_offset
+    cdef Py_ssize_t miss_start, miss_end, miss_eol
+    cdef uint64_t miss_hash
+
+    def __cinit__(self):
+        self.keys = KeyTable()
+        self.entries = NULL
+        self.arena = NULL
+        self.table = NULL
+        self.slot_of_key = NULL
+        self.pod_of_key = NULL
+        self.pod_bad = NULL
+        self.row_key = NULL
+        self.row_ts = NULL
+        self.row_start = NULL
+        self.row_cpu = NULL
+        self.row_mem = NULL
+        self.last_entry = -1
+        self._alloc_table(1024)
+        self._grow_rows(256)
+
+    def __dealloc__(self):
+        free(self.entries)
+        free(self.arena)
+        free(self.table)
+        free(self.slot_of_key)
+        free(self.pod_of_key)
+        free(self.pod_bad)
+        free(self.row_key)
+        free(self.row_ts)
+        free(self.row_start)
+        free(self.row_cpu)
+        free(self.row_mem)
+
+    # ---------------------------------------------------------------- allocation helpers
+
+    cdef void _alloc_table(self, Py_ssize_t size) except *:
+        cdef int32_t* t = <int32_t*>malloc(size * sizeof(int32_t))
+        if t == NULL:
+            raise MemoryError()
+        memset(t, 0xFF, size * sizeof(int32_t))
+        free(self.table)
+        self.table = t
+        self.table_mask = size - 1
+
+    cdef void _grow_rows(self, Py_ssize_t cap) except *:
+        cdef void* p
+        p = realloc(self.row_key, cap * sizeof(int32_t))
+        if p == NULL:
+            raise MemoryError()
+        self.row_key = <int32_t*>p
+        p = realloc(self.row_ts, cap * sizeof(int64_t))
+        if p == NULL:
+            raise MemoryError()
+        self.row_ts = <int64_t*>p
+        p = realloc(self.row_start, cap * sizeof(int64_t))
+        if p == NULL:
+            raise MemoryError()
+        self.row_start = <int64_t*>p
+        p = realloc(self.row_cpu, cap * sizeof(uint64_t))
+        if p == NULL:
+            raise MemoryError()
+        self.row_cpu = <uint64_t*>p
+        p = realloc(self.row_mem, cap * sizeof(uint64_t))
+        if p == NULL:
+            raise MemoryError()
+        self.row_mem = <uint64_t*>p
+        self.cap_rows = cap
+
+    cdef void _sync_keys(self) except *:
+        # Mirror new keys of the KeyTable into the C arrays the kernel reads.
+        cdef Py_ssize_t n = len(self.keys)
+        cdef Py_ssize_t npods = self.keys.pod_count
+        cdef Py_ssize_t cap, i
+        cdef void* p
+        cdef list pod_of_key
+        if n > self.cap_keys:
+            cap = max(n, 2 * self.cap_keys, 64)
+            p = realloc(self.slot_of_key, cap * sizeof(int32_t))
+            if p == NULL:
+                raise MemoryError()
+            self.slot_of_key = <int32_t*>p
+            p = realloc(self.pod_of_key, cap * sizeof(int32_t))
+            if p == NULL:
+                raise MemoryError()
+            self.pod_of_key = <int32_t*>p
+            for i in range(self.cap_keys, cap):
+                self.slot_of_key[i] = -1
+            self.cap_keys = cap
+        if n > self.n_keys:
+            pod_of_key = self.keys.pod_of_key
+            for i in range(self.n_keys, n):
+                self.pod_of_key[i] = pod_of_key[i]
+            self.n_keys = n
+        if npods > self.cap_pods:
+            cap = max(npods, 2 * self.cap_pods, 64)
+            p = realloc(self.pod_bad, cap * sizeof(uint8_t))
+            if p == NULL:
+                raise MemoryError()
+            self.pod_bad = <uint8_t*>p
+            memset(self.pod_bad + self.cap_pods, 0, cap - self.cap_pods)
+            self.cap_pods = cap
+
+    cdef int32_t _insert_entry(self, const uint8_t* p, Py_ssize_t n, uint64_t h,
+                               int32_t key) except -2:
+        cdef Py_ssize_t cap, slot
+        cdef void* q
+        cdef Entry* e
+        if self.n_entries == self.cap_entries:
+            cap = max(64, 2 * self.cap_entries)
+            q = realloc(self.entries, cap * sizeof(Entry))
+            if q == NULL:
+                raise MemoryError()
+            self.entries = <Entry*>q
+            self.cap_entries = cap
+        if self.arena_len + n > self.arena_cap:
+            cap = max(4096, 2 * self.arena_cap, self.arena_len + n)
+            q = realloc(self.arena, cap)
+            if q == NULL:
+                raise MemoryError()
+            self.arena = <uint8_t*>q
+            self.arena_cap = cap
+        if 2 * (self.n_entries + 1) > self.table_mask + 1:
+            self._rehash(2 * (self.table_mask + 1))
+        e = &self.entries[self.n_entries]
+        e.hash = h
+        e.offset = self.arena_len
+        e.length = <int32_t>n
+        e.key = key
+        e.next = -1
+        e.used_gen = -1
+        e.start_len = 0
+        e.start_ns = 0
+        memcpy(self.arena + self.arena_len, p, n)
+        self.arena_len += n
+        slot = h & self.table_mask
+        while self.table[slot] >= 0:
+            slot = (slot + 1) & self.table_mask
+        self.table[slot] = <int32_t>self.n_entries
+        self.n_entries += 1
+        return <int32_t>(self.n_entries - 1)
+
+    cdef void _rehash(self, Py_ssize_t size) except *:
+        cdef Py_ssize_t i, slot
+        self._alloc_table(size)
+        for i in range(self.n_entries):
+            slot = self.entries[i].hash & self.table_mask
+            while self.table[slot] >= 0:
+                slot = (slot + 1) & self.table_mask
+            self.table[slot] = <int32_t>i
+
+    cdef void _compact(self) except *:
+        # Keep only the label blocks used by the last decode (the node's current pods).
+        cdef Py_ssize_t i, j = 0, arena_len = 0
+        cdef Entry* e
+        for i in range(self.n_entries):
+            e = &self.entries[i]
+            if e.used_gen != self.gen:
+                continue
+            memmove(self.arena + arena_len, self.arena + e.offset, e.length)
+            self.entries[j] = e[0]
+            self.entries[j].offset = arena_len
+            self.entries[j].next = -1
+            arena_len += e.length
+            j += 1
+        self.n_entries = j
+        self.arena_len = arena_len
+        self.last_entry = -1
+        self._rehash(self.table_mask + 1)
+
+    # ---------------------------------------------------------------- the kernel
+
+    cdef inline int32_t _lookup(self, const uint8_t* p, Py_ssize_t n, uint64_t h) noexcept nogil:
+        cdef Py_ssize_t slot = h & self.table_mask
+        cdef int32_t idx
+        cdef Entry* e
+        while True:
+            idx = self.table[slot]
+            if idx < 0:
+                return -1
+            e = &self.entries[idx]
+            if e.hash == h and e.length == n and memcmp(self.arena + e.offset, p, n) == 0:
+                return idx
+            slot = (slot + 1) & self.table_mask
+
+    cdef inline int _error(self, int code, Py_ssize_t offset) noexcept nogil:
+        self.err_code = code
+        self.err_offset = offset
+        return RUN_ERROR
+
+    cdef int _check_comment(self, Py_ssize_t i, Py_ssize_t eol) noexcept nogil:
+        # '#' at i. HELP and TYPE lines have a grammar; any other comment is free text.
+        cdef const uint8_t* b = self.buf
+        cdef Py_ssize_t k, m, nn, t, u, w
+        cdef bint is_help
+        k = skip_ws(b, i + 1, eol)
+        if k == i + 1 or eol - k < 4:
+            return RUN_DONE
+        if memcmp(b + k, b"HELP", 4) == 0:
+            is_help = True
+        elif memcmp(b + k, b"TYPE", 4) == 0:
+            is_help = False
+        else:
+            return RUN_DONE
+        if k + 4 < eol and not is_ws(b[k + 4]):
+            return RUN_DONE
+        m = skip_ws(b, k + 4, eol)
+        if m >= eol or not NAME_START[b[m]]:
+            return self._error(ERR_HELP_NAME if is_help else ERR_TYPE_NAME, m)
+        nn = skip_name(b, m + 1, eol)
+        if nn < eol and not is_ws(b[nn]):
+            return self._error(ERR_METRIC_NAME, nn)
+        if is_help:
+            return RUN_DONE
+        t = skip_ws(b, nn, eol)
+        if t >= eol:
+            return self._error(ERR_TYPE_MISSING, t)
+        u = skip_token(b, t, eol)
+        if not ((u - t == 7 and (memcmp(b + t, b"counter", 7) == 0
+                                 or memcmp(b + t, b"summary", 7) == 0
+                                 or memcmp(b + t, b"untyped", 7) == 0))
+                or (u - t == 5 and memcmp(b + t, b"gauge", 5) == 0)
+                or (u - t == 9 and memcmp(b + t, b"histogram", 9) == 0)):
+            return self._error(ERR_TYPE_INVALID, t)
+        w = skip_ws(b, u, eol)
+        if w < eol:
+            return self._error(ERR_TYPE_TRAILING, w)
+        return RUN_DONE
+
+    cdef Py_ssize_t _row(self, int32_t key) noexcept nogil:
+        # The row of key in this payload, created on first appearance; -1 if out of memory.
+        cdef Py_ssize_t r = self.slot_of_key[key]
+        cdef void* p
+        if r >= 0:
+            return r
+        if self.n_rows == self.cap_rows:
+            return -1
+        r = self.n_rows
+        self.n_rows += 1
+        self.slot_of_key[key] = <int32_t>r
+        self.row_key[r] = key
+        self.row_ts[r] = 0
+        self.row_start[r] = 0
+        self.row_cpu[r] = 0
+        self.row_mem[r] = 0
+        return r
+
+    cdef int _run(self) noexcept nogil:
+        """Scan lines from self.pos; stop at the end, at an error, or at an unknown label block."""
+        cdef const uint8_t* b = self.buf
+        cdef Py_ssize_t n = self.buf_len
+        cdef Py_ssize_t pos = self.pos
+        cdef Py_ssize_t line_start, nl, eol, i, j, k, m, v, t, u, w, r
+        cdef const uint8_t* hit
+        cdef int series, rc
+        cdef int32_t e_idx, pred, key
+        cdef Entry* e
+        cdef double value
+        cdef int64_t ts
+        cdef uint64_t ms, h
+        cdef bint inq, start_cached
+        while pos < n:
+            line_start = pos
+            hit = <const uint8_t*>memchr(b + pos, 10, n - pos)
+            nl = (hit - b) if hit != NULL else n
+            eol = nl
+            if eol > line_start and b[eol - 1] == 13:
+                eol -= 1
+            pos = nl + 1
+            i = line_start
+            while i < eol and (b[i] == 32 or b[i] == 9):
+                i += 1
+            if i >= eol:
+                continue
+            if b[i] == 35:   # '#'
+                if self._check_comment(i, eol) != RUN_DONE:
+                    return RUN_ERROR
+                continue
+            # ---- metric name
+            if not NAME_START[b[i]]:
+                return self._error(ERR_METRIC_NAME, i)
+            j = skip_name(b, i + 1, eol)
+            series = series_of(b + i, j - i)
+            k = j
+            while k < eol and (b[k] == 32 or b[k] == 9):
+                k += 1
+            key = -1
+            # ---- label block
+            if k < eol and b[k] == 123:   # '{'
+                e_idx = -1
+                pred = self.entries[self.last_entry].next if self.last_entry >= 0 else -1
+                if pred >= 0:
+                    e = &self.entries[pred]
+                    if e.length <= eol - k and memcmp(self.arena + e.offset, b + k, e.length) == 0:
+                        e_idx = pred
+                if e_idx < 0:
+                    # find the candidate end: the first '}' outside a quoted value
+                    m = k + 1
+                    inq = False
+                    while m < eol:
+                        if inq:
+                            if b[m] == 92:   # backslash
+                                m += 1
+                            elif b[m] == 34:
+                                inq = False
+                        elif b[m] == 34:
+                            inq = True
+                        elif b[m] == 125:
+                            break
+                        m += 1
+                    if m < eol:
+                        h = hash_bytes(b + k, m + 1 - k)
+                        e_idx = self._lookup(b + k, m + 1 - k, h)
+                    else:
+                        h = 0
+                    if e_idx < 0:
+                        self.pos = line_start
+                        self.miss_start = k
+                        self.miss_end = m + 1 if m < eol else -1
+                        self.miss_eol = eol
+                        self.miss_hash = h
+                        return RUN_MISS
+                    if self.last_entry >= 0:
+                        self.entries[self.last_entry].next = e_idx
+                e = &self.entries[e_idx]
+                if e.used_gen != self.gen:
+                    e.used_gen = self.gen
+                    self.live_entries += 1
+                self.last_entry = e_idx
+                key = e.key
+                k += e.length
+                if k < eol and not is_ws(b[k]):
+                    return self._error(ERR_VALUE_SEPARATOR, k)
+            elif k == j and j < eol:
+                return self._error(ERR_METRIC_NAME, j)
+            # ---- value
+            m = k
+            while m < eol and (b[m] == 32 or b[m] == 9):
+                m += 1
+            if m >= eol:
+                return self._error(ERR_MISSING_VALUE, m)
+            v = skip_token(b, m, eol)
+            start_cached = False
+            if series == SERIES_CONTAINER_START and key >= 0:
+                # start times repeat on every scrape: reuse the last conversion when the
+                # value bytes are the same (they were validated when first seen)
+                e = &self.entries[self.last_entry]
+                start_cached = (e.start_len != 0 and e.start_len == v - m
+                                and memcmp(e.start_token, b + m, v - m) == 0)
+            if not start_cached:
+                rc = parse_value(b + m, v - m, &value)
+                if rc != 0:
+                    return self._error(ERR_BAD_VALUE if rc == -1 else -1, m)
+            # ---- timestamp
+            ts = self.default_ts
+            t = skip_ws(b, v, eol)
+            if t < eol:
+                u = t
+                ms = 0
+                while u < eol and b[u] >= 48 and b[u] <= 57:
+                    if ms <= MAX_TIMESTAMP_MS:
+                        ms = ms * 10 + (b[u] - 48)
+                    u += 1
+                if u == t or (u < eol and not is_ws(b[u])):
+                    if b[t] == 45:   # '-'
+                        u = t + 1
+                        while u < eol and b[u] >= 48 and b[u] <= 57:
+                            u += 1
+                        if u > t + 1 and (u == eol or is_ws(b[u])):
+                            return self._error(ERR_NEGATIVE_TIMESTAMP, t)
+                    return self._error(ERR_BAD_TIMESTAMP, t)
+                if ms > MAX_TIMESTAMP_MS:
+                    return self._error(ERR_TIMESTAMP_RANGE, t)
+                w = skip_ws(b, u, eol)
+                if w < eol:
+                    return self._error(ERR_TRAILING, w)
+                ts = <int64_t>ms * 1000000
+            if start_cached:
+                r = self._row(key)
+                if r < 0:
+                    return self._error(-1, m)
+                self.row_start[r] = self.entries[self.last_entry].start_ns
+                continue
+            if series == SERIES_OTHER:
+                continue
+            if series == SERIES_NODE_CPU:
+                self.node_seen = True
+                self.node_ts = ts
+                self.node_cpu = cpu_from_seconds(value)
+                continue
+            if series == SERIES_NODE_MEMORY:
+                self.node_seen = True
+                self.node_ts = ts
+                self.node_mem = uint64_from_float(value)
+                continue
+            if key < 0:
+                self.skipped += 1
+                continue
+            r = self._row(key)
+            if r < 0:
+                return self._error(-1, m)
+            if series == SERIES_CONTAINER_CPU:
+                self.row_ts[r] = ts
+                self.row_cpu[r] = cpu_from_seconds(value)
+            elif series == SERIES_CONTAINER_MEMORY:
+                self.row_ts[r] = ts
+                self.row_mem[r] = uint64_from_float(value)
+            else:
+                self.row_start[r] = start_ns_from_seconds(value)
+                e = &self.entries[self.last_entry]
+                if v - m <= START_TOKEN_MAX:
+                    memcpy(e.start_token, b + m, v - m)
+                    e.start_len = <uint8_t>(v - m)
+                    e.start_ns = self.row_start[r]
+        self.pos = pos
+        return RUN_DONE
+
+    # ---------------------------------------------------------------- Python entry point
+
+    def decode(self, body, long long default_timestamp_ns, /):
+        """Decode one kubelet ``/metrics/resource`` body into columns.
+
+        Parameters
+        ----------
+        body : bytes
+            The HTTP response body (Prometheus text format 0.0.4).
+        default_timestamp_ns : int
+            Time given to samples without a timestamp: ns since the Unix epoch (metrics-server
+            uses the request time truncated to milliseconds).
+
+        Returns
+        -------
+        DecodedBatch
+            The node point and the container columns of every pod kept (SPEC §3.3).
+
+        Raises
+        ------
+        DecodeError
+            The body is not valid exposition text; names the byte offset, line and excerpt.
+        """
+        cdef bytes data = body if type(body) is bytes else bytes(body)
+        cdef int rc
+        cdef Py_ssize_t i
+        self.buf = <const uint8_t*>PyBytes_AS_STRING(data)
+        self.buf_len = PyBytes_GET_SIZE(data)
+        self.pos = 0
+        self.default_ts = default_timestamp_ns
+        self.node_seen = False
+        self.node_ts = 0
+        self.node_cpu = 0
+        self.node_mem = 0
+        self.skipped = 0
+        self.n_rows = 0
+        self.last_entry = -1
+        self.live_entries = 0
+        self.gen += 1
+        if self.gen < 0:
+            self.gen = 0
+        try:
+            while True:
+                # rows can never outnumber the keys known when the run starts
+                if self.cap_rows < self.n_keys:
+                    self._grow_rows(max(self.n_keys, 2 * self.cap_rows))
+                with nogil:
+                    rc = self._run()
+                if rc == RUN_DONE:
+                    break
+                if rc == RUN_ERROR:
+                    self._raise_error(data)
+                self._intern_block(data)
+            batch = self._make_batch()
+        finally:
+            for i in range(self.n_rows):
+                self.slot_of_key[self.row_key[i]] = -1
+            self.n_rows = 0
+            self.buf = NULL
+        if self.n_entries > 4 * self.live_entries + 256:
+            self._compact()
+        return batch
+
+    cdef void _raise_error(self, bytes data) except *:
+        if self.err_code < 0:
+            raise MemoryError()
+        lineno = data.count(b"\n", 0, self.err_offset) + 1
+        raise DecodeError(REASONS[self.err_code], offset=self.err_offset, lineno=lineno,
+                          excerpt=make_excerpt(data, self.err_offset))
+
+    cdef void _intern_block(self, bytes data) except *:
+        # A label block not seen before: parse it with the shared Python parser, intern it.
+        cdef Py_ssize_t start = self.miss_start
+        cdef int32_t idx
+        try:
+            end, key = parse_label_block(data, start, self.miss_eol, self.keys)
+        except GrammarError as exc:
+            offset = exc.offset
+            raise DecodeError(exc.args[0], offset=offset,
+                              lineno=data.count(b"\n", 0, offset) + 1,
+                              excerpt=make_excerpt(data, offset)) from None
+        if end != self.miss_end:
+            raise FastMetricsError(
+                "fastmetrics bug: label block scanners disagree at byte %d" % start)
+        self._sync_keys()
+        idx = self._insert_entry(self.buf + start, end - start, self.miss_hash, key)
+        if self.last_entry >= 0:
+            self.entries[self.last_entry].next = idx
+
+    cdef object _make_batch(self):
+        cdef Py_ssize_t i, n_kept = 0, dropped = 0
+        cdef int32_t pod
+        cdef cnp.npy_intp dims[1]
+        # a pod with any container whose cpu or memory is 0 is dropped whole (SPEC §3.3)
+        for i in range(self.n_rows):
+            if self.row_cpu[i] == 0 or self.row_mem[i] == 0:
+                pod = self.pod_of_key[self.row_key[i]]
+                if not self.pod_bad[pod]:
+                    self.pod_bad[pod] = 1
+                    dropped += 1
+        for i in range(self.n_rows):
+            if not self.pod_bad[self.pod_of_key[self.row_key[i]]]:
+                n_kept += 1
+        dims[0] = n_kept
+        key_id = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT32, 0)
+        pod_id = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT32, 0)
+        timestamp_ns = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        start_time_ns = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        cpu = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT64, 0)
+        mem = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT64, 0)
+        cdef int32_t* o_key = <int32_t*>cnp.PyArray_DATA(key_id)
+        cdef int32_t* o_pod = <int32_t*>cnp.PyArray_DATA(pod_id)
+        cdef int64_t* o_ts = <int64_t*>cnp.PyArray_DATA(timestamp_ns)
+        cdef int64_t* o_start = <int64_t*>cnp.PyArray_DATA(start_time_ns)
+        cdef uint64_t* o_cpu = <uint64_t*>cnp.PyArray_DATA(cpu)
+        cdef uint64_t* o_mem = <uint64_t*>cnp.PyArray_DATA(mem)
+        cdef Py_ssize_t j = 0
+        cdef int32_t key
+        for i in range(self.n_rows):
+            key = self.row_key[i]
+            pod = self.pod_of_key[key]
+            if self.pod_bad[pod]:
+                continue
+            o_key[j] = key
+            o_pod[j] = pod
+            o_ts[j] = self.row_ts[i]
+            o_start[j] = self.row_start[i]
+            o_cpu[j] = self.row_cpu[i]
+            o_mem[j] = self.row_mem[i]
+            j += 1
+        for i in range(self.n_rows):
+            self.pod_bad[self.pod_of_key[self.row_key[i]]] = 0
+        node = None
+        if self.node_seen and self.node_cpu != 0 and self.node_mem != 0:
+            node = NodePoint(self.node_ts, self.node_cpu, self.node_mem)
+        return DecodedBatch(node, key_id, pod_id, timestamp_ns, start_time_ns, cpu, mem,
+                            self.keys, dropped, self.skipped)
