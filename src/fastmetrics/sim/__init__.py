@@ -1,0 +1,1 @@
+"""A simulated Kubernetes cluster: kubelets and a kube-apiserver stand-in."""
