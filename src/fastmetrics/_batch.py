@@ -39,6 +39,7 @@ class KeyTable:
         "pod_name",
         "pod_namespace",
         "pod_of_key",
+        "pod_tuple",
     )
 
     def __init__(self) -> None:
@@ -54,6 +55,8 @@ class KeyTable:
         """Per pod id: the namespace."""
         self.pod_name: list[str] = []
         """Per pod id: the pod name."""
+        self.pod_tuple: list[tuple[str, str]] = []
+        """Per pod id: ``(namespace, name)``, the same tuple object as the pod index's key."""
         self._key_index: dict[tuple[str, str, str], int] = {}
         self._pod_index: dict[tuple[str, str], int] = {}
         self._strings: dict[str, str] = {}
@@ -73,6 +76,10 @@ class KeyTable:
         """``(namespace, pod)`` of ``pod_id``."""
         return self.pod_namespace[pod_id], self.pod_name[pod_id]
 
+    def find_pod(self, pod: tuple[str, str]) -> int:
+        """The pod id of ``(namespace, name)``, or -1."""
+        return self._pod_index.get(pod, -1)
+
     def _str(self, s: str) -> str:
         return self._strings.setdefault(s, s)
 
@@ -82,13 +89,14 @@ class KeyTable:
         key_id = self._key_index.get(ident)
         if key_id is not None:
             return key_id, self.pod_of_key[key_id]
-        pod_ident = (namespace, pod)
-        pod_id = self._pod_index.get(pod_ident)
+        pod_id = self._pod_index.get((namespace, pod))
         if pod_id is None:
+            pod_ident = (self._str(namespace), self._str(pod))
             pod_id = len(self.pod_name)
             self._pod_index[pod_ident] = pod_id
-            self.pod_namespace.append(self._str(namespace))
-            self.pod_name.append(self._str(pod))
+            self.pod_tuple.append(pod_ident)
+            self.pod_namespace.append(pod_ident[0])
+            self.pod_name.append(pod_ident[1])
         key_id = len(self.container)
         self._key_index[ident] = key_id
         self.namespace.append(self.pod_namespace[pod_id])

@@ -11,7 +11,7 @@ block never seen before leaves the kernel: it is parsed and interned by
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 
 cimport numpy as cnp
@@ -893,3 +893,319 @@ cdef class DecoderC:
             node = NodePoint(self.node_ts, self.node_cpu, self.node_mem)
         return DecodedBatch(node, key_id, pod_id, timestamp_ns, start_time_ns, cpu, mem,
                             self.keys, dropped, self.skipped)
+
+
+# ==================================================================== the store kernels
+
+# Row status after the read-time checks (same values as _store_py.STATUS_*).
+cdef enum:
+    STATUS_NO_PREV = 0
+    STATUS_OK = 1
+    STATUS_START_DECREASED = 2
+    STATUS_CPU_DECREASED = 3
+
+cdef int64_t FRESH_MIN_AGE_NS = 10000000000LL
+
+
+cdef inline uint64_t rate_nanocores(int64_t ts, uint64_t cpu, int64_t prev_ts,
+                                    uint64_t prev_cpu) noexcept nogil:
+    # Go: uint64(float64(last.cpu - prev.cpu) / window.Seconds()); saturated for absurd input
+    cdef int64_t w = ts - prev_ts
+    cdef double seconds = <double>(w // 1000000000) + <double>(w % 1000000000) / 1e9
+    cdef double rate = <double>(cpu - prev_cpu) / seconds
+    if rate < 18446744073709551616.0:
+        return <uint64_t>rate
+    return 18446744073709551615ULL
+
+
+def cpu_rate(const int64_t[::1] last_ts, const uint64_t[::1] last_cpu,
+             const int64_t[::1] prev_ts, const uint64_t[::1] prev_cpu):
+    """Nanocores and windows exactly as metrics-server computes them.
+
+    Parameters
+    ----------
+    last_ts, prev_ts : int64 arrays
+        Sample times in ns; ``last_ts > prev_ts`` elementwise.
+    last_cpu, prev_cpu : uint64 arrays
+        Cumulative CPU in ns of CPU time; ``last_cpu >= prev_cpu`` elementwise.
+
+    Returns
+    -------
+    (uint64 array, int64 array)
+        ``uint64(float64(dcpu) / window.Seconds())`` per element (saturated at 2**64-1), and
+        the window in ns.
+    """
+    cdef Py_ssize_t n = last_ts.shape[0], i
+    if last_cpu.shape[0] != n or prev_ts.shape[0] != n or prev_cpu.shape[0] != n:
+        raise FastMetricsError("cpu_rate: columns of different lengths")
+    out = np.empty(n, np.uint64)
+    win = np.empty(n, np.int64)
+    cdef uint64_t[::1] o = out
+    cdef int64_t[::1] w = win
+    with nogil:
+        for i in range(n):
+            o[i] = rate_nanocores(last_ts[i], last_cpu[i], prev_ts[i], prev_cpu[i])
+            w[i] = last_ts[i] - prev_ts[i]
+    return out, win
+
+
+def store_containers(tuple new, const int64_t[::1] new_off, const int32_t[::1] old_slot,
+                     tuple old, const int64_t[::1] old_off, tuple old_prev,
+                     int64_t resolution_ns, Py_ssize_t max_keys):
+    """One tick of the container store rule (SPEC §4.2) and the read-time rates (§4.3).
+
+    Parameters
+    ----------
+    new, old : tuple of arrays
+        ``(key_id int32, timestamp_ns int64, start_time_ns int64, cpu uint64, memory uint64)``;
+        the rows of node ``i`` are ``new_off[i]:new_off[i+1]`` (``old_off`` likewise).
+    old_slot : int32 array
+        Per new node, its index among the old nodes, or -1 when it has no usable history.
+    old_prev : tuple of arrays
+        ``(has_prev uint8, timestamp_ns, start_time_ns, cpu, memory)`` aligned with ``old``.
+    resolution_ns : int
+        ``--metric-resolution``: the upper bound of the fresh-container age window.
+    max_keys : int
+        One more than the largest key id in ``new`` (scratch size for realignment).
+
+    Returns
+    -------
+    (prev, status, cpu_rate, window)
+        The new prev columns aligned with ``new``; per row the status after the read-time
+        checks (0 no baseline, 1 ok, 2 start time decreased, 3 cumulative CPU decreased), the
+        rate in nanocores and the window in ns (0 unless ok).
+    """
+    cdef const int32_t[::1] key = new[0]
+    cdef const int64_t[::1] ts = new[1]
+    cdef const int64_t[::1] start = new[2]
+    cdef const uint64_t[::1] cpu = new[3]
+    cdef const uint64_t[::1] mem = new[4]
+    cdef const int32_t[::1] o_key = old[0]
+    cdef const int64_t[::1] o_ts = old[1]
+    cdef const int64_t[::1] o_start = old[2]
+    cdef const uint64_t[::1] o_cpu = old[3]
+    cdef const uint64_t[::1] o_mem = old[4]
+    cdef const uint8_t[::1] p_has = old_prev[0]
+    cdef const int64_t[::1] p_ts = old_prev[1]
+    cdef const int64_t[::1] p_start = old_prev[2]
+    cdef const uint64_t[::1] p_cpu = old_prev[3]
+    cdef const uint64_t[::1] p_mem = old_prev[4]
+    cdef Py_ssize_t n_rows = key.shape[0], n_old = o_key.shape[0]
+    cdef Py_ssize_t n_nodes = old_slot.shape[0], n_old_nodes = old_off.shape[0] - 1
+    cdef Py_ssize_t i, r, a, b, oa = 0, ob = 0, orow
+    cdef int32_t s, k
+    cdef bint same = False, bad = False
+    cdef int64_t age, lts
+    cdef uint8_t has
+    if (ts.shape[0] != n_rows or start.shape[0] != n_rows or cpu.shape[0] != n_rows
+            or mem.shape[0] != n_rows or new_off.shape[0] != n_nodes + 1
+            or new_off[0] != 0 or new_off[n_nodes] != n_rows
+            or o_ts.shape[0] != n_old or o_start.shape[0] != n_old or o_cpu.shape[0] != n_old
+            or o_mem.shape[0] != n_old or p_has.shape[0] != n_old or p_ts.shape[0] != n_old
+            or p_start.shape[0] != n_old or p_cpu.shape[0] != n_old or p_mem.shape[0] != n_old
+            or n_old_nodes < 0 or old_off[0] != 0 or old_off[n_old_nodes] != n_old):
+        raise FastMetricsError("store_containers: inconsistent column shapes")
+    for i in range(n_nodes):
+        if new_off[i] > new_off[i + 1] or old_slot[i] >= n_old_nodes:
+            raise FastMetricsError("store_containers: bad node offsets or slots")
+    for i in range(n_old_nodes):
+        if old_off[i] > old_off[i + 1]:
+            raise FastMetricsError("store_containers: bad old node offsets")
+    out_has_a = np.empty(n_rows, np.uint8)
+    out_ts_a = np.empty(n_rows, np.int64)
+    out_start_a = np.empty(n_rows, np.int64)
+    out_cpu_a = np.empty(n_rows, np.uint64)
+    out_mem_a = np.empty(n_rows, np.uint64)
+    status_a = np.empty(n_rows, np.uint8)
+    rate_a = np.empty(n_rows, np.uint64)
+    window_a = np.empty(n_rows, np.int64)
+    cdef uint8_t[::1] out_has = out_has_a
+    cdef int64_t[::1] out_ts = out_ts_a
+    cdef int64_t[::1] out_start = out_start_a
+    cdef uint64_t[::1] out_cpu = out_cpu_a
+    cdef uint64_t[::1] out_mem = out_mem_a
+    cdef uint8_t[::1] status = status_a
+    cdef uint64_t[::1] rate = rate_a
+    cdef int64_t[::1] window = window_a
+    cdef int32_t* scratch = <int32_t*>malloc(max(max_keys, 1) * sizeof(int32_t))
+    if scratch == NULL:
+        raise MemoryError()
+    memset(scratch, 0xFF, max(max_keys, 1) * sizeof(int32_t))
+    try:
+        with nogil:
+            for i in range(n_nodes):
+                a = new_off[i]
+                b = new_off[i + 1]
+                s = old_slot[i]
+                if s >= 0:
+                    oa = old_off[s]
+                    ob = old_off[s + 1]
+                    # the common case: the node reports the same containers in the same order
+                    same = (ob - oa == b - a) and memcmp(&o_key[oa] if ob > oa else NULL,
+                                                         &key[a] if b > a else NULL,
+                                                         (b - a) * sizeof(int32_t)) == 0
+                    if not same:
+                        for r in range(oa, ob):
+                            k = o_key[r]
+                            if k < 0 or k >= max_keys:
+                                bad = True
+                                break
+                            scratch[k] = <int32_t>r
+                        if bad:
+                            break
+                for r in range(a, b):
+                    k = key[r]
+                    if k < 0 or k >= max_keys:
+                        bad = True
+                        break
+                    orow = -1
+                    if s >= 0:
+                        orow = oa + (r - a) if same else scratch[k]
+                    # the pod rule, the fresh-container branch first
+                    has = 1
+                    age = ts[r] - start[r]
+                    if (start[r] != 0 and start[r] < ts[r] and age < resolution_ns
+                            and age >= FRESH_MIN_AGE_NS):
+                        out_ts[r] = start[r]
+                        out_start[r] = start[r]
+                        out_cpu[r] = 0
+                        out_mem[r] = mem[r]
+                    elif orow >= 0 and start[r] < o_ts[orow]:
+                        lts = o_ts[orow]
+                        if ts[r] > lts:
+                            out_ts[r] = lts
+                            out_start[r] = o_start[orow]
+                            out_cpu[r] = o_cpu[orow]
+                            out_mem[r] = o_mem[orow]
+                        elif p_has[orow] and p_ts[orow] < ts[r]:
+                            out_ts[r] = p_ts[orow]
+                            out_start[r] = p_start[orow]
+                            out_cpu[r] = p_cpu[orow]
+                            out_mem[r] = p_mem[orow]
+                        else:
+                            has = 0
+                    else:
+                        has = 0
+                    out_has[r] = has
+                    rate[r] = 0
+                    window[r] = 0
+                    if not has:
+                        out_ts[r] = 0
+                        out_start[r] = 0
+                        out_cpu[r] = 0
+                        out_mem[r] = 0
+                        status[r] = STATUS_NO_PREV
+                    elif start[r] < out_start[r]:
+                        status[r] = STATUS_START_DECREASED
+                    elif cpu[r] < out_cpu[r]:
+                        status[r] = STATUS_CPU_DECREASED
+                    else:
+                        status[r] = STATUS_OK
+                        rate[r] = rate_nanocores(ts[r], cpu[r], out_ts[r], out_cpu[r])
+                        window[r] = ts[r] - out_ts[r]
+                if bad:
+                    break
+                if s >= 0 and not same:
+                    for r in range(oa, ob):
+                        scratch[o_key[r]] = -1
+    finally:
+        free(scratch)
+    if bad:
+        raise FastMetricsError("store_containers: a key id is outside [0, max_keys)")
+    return ((out_has_a, out_ts_a, out_start_a, out_cpu_a, out_mem_a), status_a, rate_a,
+            window_a)
+
+
+def group_pods(const int32_t[::1] pod_id, const int64_t[::1] new_off,
+               const int64_t[::1] pod_base, const uint8_t[::1] has_prev,
+               const uint8_t[::1] status, const int64_t[::1] ts, const int64_t[::1] window):
+    """Group container rows by pod; each pod's validity and time info (SPEC §4.3).
+
+    Pod ``p`` of node ``i`` is global pod ``pod_base[i] + p``. Returns ``order`` (int32: rows
+    sorted by global pod, stable), ``pod_off`` (int64: pod ``k``'s rows are
+    ``order[pod_off[k]:pod_off[k+1]]``), ``pod_node`` and ``pod_local`` (int32), ``pod_valid``
+    (uint8: every container has a baseline), ``pod_ts`` and ``pod_window`` (int64: those of the
+    earliest container with a rate; ``pod_ts`` is -1 when no container has one).
+    """
+    cdef Py_ssize_t n_rows = pod_id.shape[0], n_nodes = new_off.shape[0] - 1
+    cdef Py_ssize_t i, r, a, b, k, n_pods = 0, total, pos
+    cdef int64_t g
+    if (n_nodes < 0 or pod_base.shape[0] != n_nodes + 1 or new_off[0] != 0
+            or new_off[n_nodes] != n_rows or has_prev.shape[0] != n_rows
+            or status.shape[0] != n_rows or ts.shape[0] != n_rows
+            or window.shape[0] != n_rows or pod_base[0] != 0):
+        raise FastMetricsError("group_pods: inconsistent column shapes")
+    for i in range(n_nodes):
+        if new_off[i] > new_off[i + 1] or pod_base[i] > pod_base[i + 1]:
+            raise FastMetricsError("group_pods: bad offsets")
+        for r in range(new_off[i], new_off[i + 1]):
+            if pod_id[r] < 0 or pod_id[r] >= pod_base[i + 1] - pod_base[i]:
+                raise FastMetricsError("group_pods: a pod id is outside its node's range")
+    total = pod_base[n_nodes]
+    cdef int64_t* start_of = <int64_t*>calloc(total + 1, sizeof(int64_t))
+    if start_of == NULL:
+        raise MemoryError()
+    order_a = np.empty(n_rows, np.int32)
+    cdef int32_t[::1] order = order_a
+    try:
+        with nogil:
+            # counting sort by global pod id: stable, O(rows + pods)
+            for i in range(n_nodes):
+                for r in range(new_off[i], new_off[i + 1]):
+                    start_of[pod_base[i] + pod_id[r] + 1] += 1
+            for k in range(total):
+                if start_of[k + 1]:
+                    n_pods += 1
+                start_of[k + 1] += start_of[k]
+        pod_off_a = np.empty(n_pods + 1, np.int64)
+        pod_node_a = np.empty(n_pods, np.int32)
+        pod_local_a = np.empty(n_pods, np.int32)
+        pod_valid_a = np.empty(n_pods, np.uint8)
+        pod_ts_a = np.empty(n_pods, np.int64)
+        pod_window_a = np.empty(n_pods, np.int64)
+        _group_fill(pod_id, new_off, pod_base, has_prev, status, ts, window, start_of, order,
+                    pod_off_a, pod_node_a, pod_local_a, pod_valid_a, pod_ts_a, pod_window_a)
+    finally:
+        free(start_of)
+    return order_a, pod_off_a, pod_node_a, pod_local_a, pod_valid_a, pod_ts_a, pod_window_a
+
+
+cdef void _group_fill(const int32_t[::1] pod_id, const int64_t[::1] new_off,
+                      const int64_t[::1] pod_base, const uint8_t[::1] has_prev,
+                      const uint8_t[::1] status, const int64_t[::1] ts,
+                      const int64_t[::1] window, int64_t* start_of, int32_t[::1] order,
+                      int64_t[::1] pod_off, int32_t[::1] pod_node, int32_t[::1] pod_local,
+                      uint8_t[::1] pod_valid, int64_t[::1] pod_ts,
+                      int64_t[::1] pod_window) noexcept nogil:
+    cdef Py_ssize_t n_nodes = new_off.shape[0] - 1, i, r, j, p = 0
+    cdef int64_t g, lo, hi, best
+    cdef uint8_t valid
+    for i in range(n_nodes):
+        for r in range(new_off[i], new_off[i + 1]):
+            g = pod_base[i] + pod_id[r]
+            order[start_of[g]] = <int32_t>r
+            start_of[g] += 1
+    # start_of[g] now holds the end of pod g's rows; walk pods in global order
+    pod_off[0] = 0
+    for i in range(n_nodes):
+        for g in range(pod_base[i], pod_base[i + 1]):
+            hi = start_of[g]
+            lo = pod_off[p]
+            if hi == lo:
+                continue
+            valid = 1
+            best = -1
+            pod_window[p] = 0
+            for j in range(lo, hi):
+                r = order[j]
+                if not has_prev[r]:
+                    valid = 0
+                if status[r] == STATUS_OK and (best < 0 or ts[r] < best):
+                    best = ts[r]
+                    pod_window[p] = window[r]
+            pod_node[p] = <int32_t>i
+            pod_local[p] = <int32_t>(g - pod_base[i])
+            pod_valid[p] = valid
+            pod_ts[p] = best
+            pod_off[p + 1] = hi
+            p += 1
