@@ -1209,3 +1209,296 @@ cdef void _group_fill(const int32_t[::1] pod_id, const int64_t[::1] new_off,
             pod_ts[p] = best
             pod_off[p + 1] = hi
             p += 1
+
+
+# ==================================================================== Kubernetes formatting
+
+cdef const char* DECIMAL_SUFFIX[10]
+DECIMAL_SUFFIX[:] = [b"n", b"u", b"m", b"", b"k", b"M", b"G", b"T", b"P", b"E"]
+cdef const char* BINARY_SUFFIX[7]
+BINARY_SUFFIX[:] = [b"", b"Ki", b"Mi", b"Gi", b"Ti", b"Pi", b"Ei"]
+
+cdef enum:
+    FORMAT_CPU = 0
+    FORMAT_MEMORY = 1
+    FORMAT_WINDOW = 2
+    FORMAT_TIMESTAMP = 3
+    FORMAT_MAX_LEN = 32
+
+
+cdef inline Py_ssize_t fmt_uint(char* out, uint64_t v) noexcept nogil:
+    cdef char tmp[24]
+    cdef Py_ssize_t n = 0, i
+    while True:
+        tmp[n] = <char>(48 + v % 10)
+        n += 1
+        v //= 10
+        if v == 0:
+            break
+    for i in range(n):
+        out[i] = tmp[n - 1 - i]
+    return n
+
+
+cdef inline Py_ssize_t fmt_suffix(char* out, const char* s) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    while s[n] != 0:
+        out[n] = s[n]
+        n += 1
+    return n
+
+
+cdef Py_ssize_t fmt_decimal_si(char* out, uint64_t value, int exponent) noexcept nogil:
+    # Quantity.AsCanonicalBytes for value > 0: strip trailing zeros into the exponent, then
+    # lower the exponent to a multiple of three (value x10 or x100; never overflows uint64
+    # because the result equals the input)
+    cdef int r
+    cdef Py_ssize_t n
+    while value % 10 == 0:
+        value //= 10
+        exponent += 1
+    r = exponent % 3
+    if r < 0:
+        r += 3
+    if r == 1:
+        value *= 10
+    elif r == 2:
+        value *= 100
+    exponent -= r
+    n = fmt_uint(out, value)
+    return n + fmt_suffix(out + n, DECIMAL_SUFFIX[(exponent + 9) // 3])
+
+
+cdef inline uint64_t quantity_value(uint64_t v) noexcept nogil:
+    # metrics-server's uint64Quantity loses a digit above MaxInt64
+    if v > 9223372036854775807ULL:
+        return v // 10 * 10
+    return v
+
+
+cdef Py_ssize_t fmt_cpu(char* out, uint64_t nanocores) noexcept nogil:
+    cdef uint64_t v = quantity_value(nanocores)
+    if v == 0:
+        out[0] = 48
+        return 1
+    return fmt_decimal_si(out, v, -9)
+
+
+cdef Py_ssize_t fmt_memory(char* out, uint64_t nbytes) noexcept nogil:
+    cdef uint64_t v = quantity_value(nbytes)
+    cdef int k = 0
+    cdef Py_ssize_t n
+    if v == 0:
+        out[0] = 48
+        return 1
+    if v < 1024:
+        return fmt_decimal_si(out, v, 0)
+    while v % 1024 == 0 and k < 6:
+        v //= 1024
+        k += 1
+    n = fmt_uint(out, v)
+    return n + fmt_suffix(out + n, BINARY_SUFFIX[k])
+
+
+cdef Py_ssize_t fmt_frac(char* buf, Py_ssize_t w, uint64_t* v, int prec) noexcept nogil:
+    # Go's fmtFrac, writing backwards into buf ending at w: ".123" without trailing zeros
+    cdef bint printed = False
+    cdef int i
+    cdef uint64_t digit
+    for i in range(prec):
+        digit = v[0] % 10
+        printed = printed or digit != 0
+        if printed:
+            w -= 1
+            buf[w] = <char>(48 + digit)
+        v[0] //= 10
+    if printed:
+        w -= 1
+        buf[w] = 46
+    return w
+
+
+cdef Py_ssize_t fmt_int_back(char* buf, Py_ssize_t w, uint64_t v) noexcept nogil:
+    if v == 0:
+        w -= 1
+        buf[w] = 48
+        return w
+    while v > 0:
+        w -= 1
+        buf[w] = <char>(48 + v % 10)
+        v //= 10
+    return w
+
+
+cdef Py_ssize_t fmt_window(char* out, int64_t d) noexcept nogil:
+    # Go's time.Duration.String()
+    cdef char buf[32]
+    cdef Py_ssize_t w = 32, n
+    cdef bint neg = d < 0
+    cdef uint64_t u = <uint64_t>d
+    if neg:
+        u = 0 - u
+    if u < 1000000000ULL:
+        w -= 1
+        buf[w] = 115   # 's'
+        if u == 0:
+            out[0] = 48
+            out[1] = 115
+            return 2
+        if u < 1000ULL:
+            w -= 1
+            buf[w] = 110   # 'n'
+            w = fmt_int_back(buf, w, u)
+        elif u < 1000000ULL:
+            w -= 2
+            buf[w] = <char>0xC2   # U+00B5 MICRO SIGN in UTF-8
+            buf[w + 1] = <char>0xB5
+            w = fmt_frac(buf, w, &u, 3)
+            w = fmt_int_back(buf, w, u)
+        else:
+            w -= 1
+            buf[w] = 109   # 'm'
+            w = fmt_frac(buf, w, &u, 6)
+            w = fmt_int_back(buf, w, u)
+    else:
+        w -= 1
+        buf[w] = 115
+        w = fmt_frac(buf, w, &u, 9)
+        w = fmt_int_back(buf, w, u % 60)
+        u //= 60
+        if u > 0:
+            w -= 1
+            buf[w] = 109
+            w = fmt_int_back(buf, w, u % 60)
+            u //= 60
+            if u > 0:
+                w -= 1
+                buf[w] = 104   # 'h'
+                w = fmt_int_back(buf, w, u)
+    if neg:
+        w -= 1
+        buf[w] = 45
+    n = 32 - w
+    memcpy(out, buf + w, n)
+    return n
+
+
+cdef inline void put2(char* out, int64_t v) noexcept nogil:
+    out[0] = <char>(48 + v // 10)
+    out[1] = <char>(48 + v % 10)
+
+
+cdef Py_ssize_t fmt_timestamp(char* out, int64_t ns) noexcept nogil:
+    # RFC 3339 UTC, whole seconds, truncated toward the past
+    cdef int64_t secs = ns // 1000000000
+    cdef int64_t days, rem, z, era, doe, yoe, y, doy, mp, d, m
+    if ns % 1000000000 < 0:
+        secs -= 1
+    days = secs // 86400
+    rem = secs % 86400
+    if rem < 0:
+        rem += 86400
+        days -= 1
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    put2(out, y // 100)
+    put2(out + 2, y % 100)
+    out[4] = 45
+    put2(out + 5, m)
+    out[7] = 45
+    put2(out + 8, d)
+    out[10] = 84   # 'T'
+    put2(out + 11, rem // 3600)
+    out[13] = 58
+    put2(out + 14, rem // 60 % 60)
+    out[16] = 58
+    put2(out + 17, rem % 60)
+    out[19] = 90   # 'Z'
+    return 20
+
+
+def format_cpu(uint64_t nanocores):
+    """Canonical Quantity string of a CPU usage in nanocores (DecimalSI, scale -9)."""
+    cdef char buf[FORMAT_MAX_LEN]
+    cdef Py_ssize_t n = fmt_cpu(buf, nanocores)
+    return buf[:n].decode("ascii")
+
+
+def format_memory(uint64_t nbytes):
+    """Canonical Quantity string of a memory usage in bytes (BinarySI; DecimalSI < 1024)."""
+    cdef char buf[FORMAT_MAX_LEN]
+    cdef Py_ssize_t n = fmt_memory(buf, nbytes)
+    return buf[:n].decode("ascii")
+
+
+def format_window(int64_t ns):
+    """Go ``time.Duration(ns).String()``."""
+    cdef char buf[FORMAT_MAX_LEN]
+    cdef Py_ssize_t n = fmt_window(buf, ns)
+    return buf[:n].decode("utf-8")
+
+
+def format_timestamp(int64_t ns):
+    """RFC 3339 UTC with whole seconds (truncated), e.g. ``2026-01-01T00:00:12Z``."""
+    cdef char buf[FORMAT_MAX_LEN]
+    cdef Py_ssize_t n = fmt_timestamp(buf, ns)
+    return buf[:n].decode("ascii")
+
+
+def format_column(values, int kind):
+    """Format a whole column into one buffer, without a Python object per value.
+
+    Parameters
+    ----------
+    values : uint64 array (kind 0 cpu, 1 memory) or int64 array (2 window, 3 timestamp)
+    kind : int
+        0 ``format_cpu``, 1 ``format_memory``, 2 ``format_window``, 3 ``format_timestamp``.
+
+    Returns
+    -------
+    (bytes, int64 array)
+        The UTF-8 strings back to back, and ``n + 1`` offsets: value ``i`` is
+        ``buf[off[i]:off[i+1]]``.
+    """
+    cdef const uint64_t[::1] u
+    cdef const int64_t[::1] s
+    cdef Py_ssize_t n, i, pos = 0
+    if kind == FORMAT_CPU or kind == FORMAT_MEMORY:
+        u = values
+        n = u.shape[0]
+    elif kind == FORMAT_WINDOW or kind == FORMAT_TIMESTAMP:
+        s = values
+        n = s.shape[0]
+    else:
+        raise FastMetricsError("format_column: unknown kind %d" % kind)
+    cdef char* buf = <char*>malloc(n * FORMAT_MAX_LEN + 1)
+    if buf == NULL:
+        raise MemoryError()
+    off_a = np.empty(n + 1, np.int64)
+    cdef int64_t[::1] off = off_a
+    try:
+        with nogil:
+            off[0] = 0
+            for i in range(n):
+                if kind == FORMAT_CPU:
+                    pos += fmt_cpu(buf + pos, u[i])
+                elif kind == FORMAT_MEMORY:
+                    pos += fmt_memory(buf + pos, u[i])
+                elif kind == FORMAT_WINDOW:
+                    pos += fmt_window(buf + pos, s[i])
+                else:
+                    pos += fmt_timestamp(buf + pos, s[i])
+                off[i + 1] = pos
+        out = buf[:pos]
+    finally:
+        free(buf)
+    return out, off_a
