@@ -6,6 +6,8 @@ hold them equal. See ``store.py`` for the rules (SPEC §4).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
@@ -25,6 +27,15 @@ STATUS_START_DECREASED = 2
 STATUS_CPU_DECREASED = 3
 
 _UINT64_LIMIT = float(2**64)
+
+T = TypeVar("T", bound=np.generic)
+
+
+def pad(a: npt.NDArray[T]) -> npt.NDArray[T]:
+    """``a`` with one zero element appended."""
+    out = np.zeros(a.shape[0] + 1, a.dtype)
+    out[:-1] = a
+    return out
 
 
 def cpu_rate(last_ts: I64, last_cpu: U64, prev_ts: I64, prev_cpu: U64) -> tuple[U64, I64]:
@@ -86,9 +97,6 @@ def store_containers(
     gkey = (node_of_row << 32) | key.astype(np.int64)
     pos = np.searchsorted(o_gkey[:-1], gkey)
     r = np.where(o_gkey[pos] == gkey, o_rows[pos], n_old)
-
-    def pad(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
-        return np.append(a, np.zeros(1, a.dtype))
 
     o_ts, o_start, o_cpu, o_mem = pad(o_ts), pad(o_start), pad(o_cpu), pad(o_mem)
     p_has, p_ts, p_start, p_cpu, p_mem = (

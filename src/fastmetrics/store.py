@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +48,8 @@ if not NO_EXTENSIONS:
     except ImportError:  # pragma: no cover  (a pure-Python install)
         pass
     else:
-        store_containers = _core.store_containers  # type: ignore[assignment]
-        group_pods = _core.group_pods  # type: ignore[assignment]
+        store_containers = _core.store_containers
+        group_pods = _core.group_pods
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -333,8 +333,11 @@ class Store:
         ts = np.fromiter((p[0] for p in points), dtype=np.int64, count=n)
         cpu = np.fromiter((p[1] for p in points), dtype=np.uint64, count=n)
         mem = np.fromiter((p[2] for p in points), dtype=np.uint64, count=n)
-        o_has, o_ts, o_cpu, o_mem = (np.append(a, np.zeros(1, a.dtype)) for a in self._node_last)
-        p_has, p_ts, p_cpu, p_mem = (np.append(a, np.zeros(1, a.dtype)) for a in self._node_prev)
+        pad = _store_py.pad
+        o_has, o_ts, o_cpu, o_mem = self._node_last
+        o_has, o_ts, o_cpu, o_mem = pad(o_has), pad(o_ts), pad(o_cpu), pad(o_mem)
+        p_has, p_ts, p_cpu, p_mem = self._node_prev
+        p_has, p_ts, p_cpu, p_mem = pad(p_has), pad(p_ts), pad(p_cpu), pad(p_mem)
         r = np.where(old_node_slot >= 0, old_node_slot, o_has.shape[0] - 1)
         has_l = (o_has[r] != 0) & (has != 0)
         use_l = has_l & (ts > o_ts[r])
@@ -401,7 +404,11 @@ class Store:
                         del locator[ident]
 
 
-def _concat(arrays: list[npt.NDArray[np.generic]], dtype: type) -> npt.NDArray[np.generic]:
+T = TypeVar("T", bound=np.generic)
+
+
+def _concat(arrays: list[npt.NDArray[T]], dtype: type[T]) -> npt.NDArray[T]:
     if not arrays:
         return np.zeros(0, dtype)
-    return np.concatenate(arrays)
+    out: npt.NDArray[T] = np.concatenate(arrays)
+    return out

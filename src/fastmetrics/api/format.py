@@ -7,6 +7,7 @@ twins of ``_format_py``); both produce the same strings.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +52,7 @@ format_cpu = _format_py.format_cpu
 format_memory = _format_py.format_memory
 format_window = _format_py.format_window
 format_timestamp = _format_py.format_timestamp
-format_column = _format_column_py
+format_column: Callable[[Any, int], tuple[bytes, npt.NDArray[np.int64]]] = _format_column_py
 
 if not NO_EXTENSIONS:
     try:
