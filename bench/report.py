@@ -57,14 +57,16 @@ def report_decode() -> None:
               f"{t['pc'] / t['c']:.0f}x |")
 
 
-def _time_ticks(cluster: SyntheticCluster, compiled: bool, ticks: int) -> list[float]:
+def _time_ticks(
+    cluster: SyntheticCluster, compiled: bool, ticks: int, churn: float = 0.0
+) -> list[float]:
     bench_store.use_kernels(compiled)
     s = bench_store.Store(bench_store.RESOLUTION_NS)
     s.store(cluster.tick(0))
     s.store(cluster.tick(1))
     out = []
     for k in range(2, 2 + ticks):
-        batches = cluster.tick(k)
+        batches = cluster.tick(k, churn)
         gc.collect()
         t0 = time.perf_counter()
         s.store(batches)
@@ -73,7 +75,7 @@ def _time_ticks(cluster: SyntheticCluster, compiled: bool, ticks: int) -> list[f
     return out
 
 
-def report_store(scenarios: list[str], ticks: int) -> None:
+def report_store(scenarios: list[str], ticks: int, churn: float = 0.1) -> None:
     print("\n## Store: one steady tick of a whole cluster (Store.store + snapshot), one core\n")
     print("| scenario (nodes x pods x containers) | containers | compiled ms/tick (min / median) "
           "| numpy twin ms/tick (min / median) | twin / compiled | bytes held per container |")
@@ -91,6 +93,13 @@ def report_store(scenarios: list[str], ticks: int) -> None:
               f"{min(c) * 1e3:.0f} / {statistics.median(c) * 1e3:.0f} | "
               f"{min(p) * 1e3:.0f} / {statistics.median(p) * 1e3:.0f} | "
               f"{min(p) / min(c):.1f}x | {per:.0f} |")
+        if churn:
+            c = _time_ticks(cluster, True, ticks, churn)
+            p = _time_ticks(cluster, False, ticks, churn)
+            print(f"| {name}, a pod replaced on {churn:.0%} of nodes every tick | {cluster.total} | "
+                  f"{min(c) * 1e3:.0f} / {statistics.median(c) * 1e3:.0f} | "
+                  f"{min(p) * 1e3:.0f} / {statistics.median(p) * 1e3:.0f} | "
+                  f"{min(p) / min(c):.1f}x | |")
 
 
 def report_format(n: int) -> None:

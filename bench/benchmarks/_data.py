@@ -74,11 +74,13 @@ class SyntheticCluster:
         self.node_ts0 = now_ns - rng.integers(0, 10**9, nodes, dtype=np.int64)
         self.total = total
 
-    def tick(self, k: int) -> list:
+    def tick(self, k: int, churn: float = 0.0) -> list:
+        """Tick ``k``; on a ``churn`` fraction of the nodes one pod is replaced by a new one."""
         import numpy as np
 
         from fastmetrics._batch import DecodedBatch, NodePoint
 
+        churned = set(range(0, len(self.names), max(1, round(1 / churn)))) if churn else set()
         dt = k * 15 * 10**9
         ts = self.ts0 + dt
         cpu = self.cpu0 + (self.rate * (15 * k)).astype(np.uint64)
@@ -87,7 +89,17 @@ class SyntheticCluster:
         for i, name in enumerate(self.names):
             sl = slice(i * n, (i + 1) * n)
             node = NodePoint(int(self.node_ts0[i]) + dt, 10**15 + k * 15 * 10**10, 8 << 30)
-            out.append((name, DecodedBatch(node, self.key_id[i], self.pod_id[i], ts[sl],
+            key_id, pod_id = self.key_id[i], self.pod_id[i]
+            if i in churned:
+                # the pod at position k is replaced by a newly created one (new key ids)
+                kt = self.keys[i]
+                pods = int(pod_id.max()) + 1 if len(pod_id) else 0
+                key_id, pod_id = key_id.copy(), pod_id.copy()
+                rows = np.flatnonzero(pod_id == pod_id[k % max(1, pods)])
+                for c, r in enumerate(rows):
+                    kid, pid = kt.intern("churn", f"pod-{i}-{k}", f"c{c}")
+                    key_id[r], pod_id[r] = kid, pid
+            out.append((name, DecodedBatch(node, key_id, pod_id, ts[sl],
                                            self.start[sl], cpu[sl], self.mem[sl],
                                            self.keys[i])))
         return out
