@@ -136,7 +136,8 @@ class Snapshot:
     pod_of_local: I32
     """``pod_of_local[pod_base[node] + local pod id]`` = pod index, or -1."""
     locator: dict[tuple[str, str], str]
-    """(namespace, name) -> node name, for pods the store has seen; shared with the Store."""
+    """(namespace, name) -> node name, for the pods of this tick. Never mutated once published:
+    the Store copies it before a tick that changes it (and shares it while nothing changes)."""
     # counts
     nodes_with_baseline: int
     containers_with_baseline: int
@@ -195,17 +196,22 @@ class Snapshot:
                         containers[self.key_id[r]], int(self.cpu_rate[r]), int(self.memory[r])
                     )
                 )
-        ts = int(self.pod_ts[p])
-        return PodUsage(
-            namespace, name, None if ts < 0 else ts, int(self.pod_window[p]), items
-        )
+        # no container with a rate: no time info (pod_ts is then -1; a real timestamp may be
+        # any int64, so the test is on the containers, not on the sign)
+        ts = int(self.pod_ts[p]) if items else None
+        return PodUsage(namespace, name, ts, int(self.pod_window[p]), items)
 
     def pods(self) -> list[PodUsage]:
-        """Every pod with usage this tick, sorted by namespace then name (for tests and tools)."""
+        """Every pod with usage this tick, sorted by namespace then name (for tests and tools).
+
+        A pod reported by two nodes in one tick is listed once: the entry ``pod`` resolves.
+        """
         out = []
-        for p in np.flatnonzero(self.pod_valid):
+        for p in np.flatnonzero(self.pod_valid).tolist():
             keys = self.node_keys[int(self.pod_node[p])]
             ns, name = keys.pod_tuple[int(self.pod_local[p])]
+            if self.pod_index(ns, name) != p:
+                continue  # another node's entry for the same pod is the one served
             usage = self.pod(ns, name)
             if usage is not None:
                 out.append(usage)
@@ -368,22 +374,31 @@ class Store:
         row_off: I64,
         key_id: I32,
     ) -> None:
-        """Keep (namespace, name) -> node current, touching only nodes whose pods changed."""
-        locator = self._locator
+        """Keep (namespace, name) -> node current, touching only nodes whose pods changed.
+
+        Copy-on-write: the dict of the published snapshot is never mutated (a reader may hold
+        that snapshot while this tick is stored); a tick that changes nothing keeps sharing it.
+        """
         old_off = old.row_off
         old_keys_col = old.key_id
         changed_old: set[int] = set(range(len(old.node_names)))
-        for i, batch in enumerate(cols):
+        changed_new: list[int] = []
+        for i in range(len(cols)):
             s = int(old_slot[i])
-            new_k = key_id[row_off[i] : row_off[i + 1]]
             if s >= 0:
+                new_k = key_id[row_off[i] : row_off[i + 1]]
                 old_k = old_keys_col[old_off[s] : old_off[s + 1]]
                 if old_k.shape == new_k.shape and np.array_equal(old_k, new_k):
                     changed_old.discard(s)
                     continue
+            changed_new.append(i)
+        if not changed_new and not changed_old:
+            return
+        locator = dict(self._locator)
+        for i in changed_new:
             node = names[i]
-            tuples = batch.keys.pod_tuple
-            for p in np.unique(batch.pod_id).tolist():
+            tuples = cols[i].keys.pod_tuple
+            for p in np.unique(cols[i].pod_id).tolist():
                 locator[tuples[p]] = node
         # pods of nodes that changed or vanished: drop entries that still point at them
         if changed_old:
@@ -402,6 +417,7 @@ class Store:
                     ident = keys.pod_tuple[keys.pod_of_key[k]]
                     if locator.get(ident) == node and ident not in current:
                         del locator[ident]
+        self._locator = locator
 
 
 T = TypeVar("T", bound=np.generic)
