@@ -96,7 +96,8 @@ def report_store(scenarios: list[str], ticks: int, churn: float = 0.1) -> None:
         if churn:
             c = _time_ticks(cluster, True, ticks, churn)
             p = _time_ticks(cluster, False, ticks, churn)
-            print(f"| {name}, a pod replaced on {churn:.0%} of nodes every tick | {cluster.total} | "
+            label = f"{name}, a pod replaced on {churn:.0%} of nodes every tick"
+            print(f"| {label} | {cluster.total} | "
                   f"{min(c) * 1e3:.0f} / {statistics.median(c) * 1e3:.0f} | "
                   f"{min(p) * 1e3:.0f} / {statistics.median(p) * 1e3:.0f} | "
                   f"{min(p) / min(c):.1f}x | |")

@@ -30,6 +30,8 @@ cdef object GrammarError = _grammar.GrammarError
 cdef object REASONS = _grammar.REASONS
 cdef object parse_label_block = _grammar.parse_label_block
 cdef object make_excerpt = _errors.make_excerpt
+cdef object default_timestamp_arg = _grammar.default_timestamp_arg
+cdef object DECODER_IN_USE = _grammar.DECODER_IN_USE
 
 cdef extern from *:
     """
@@ -181,7 +183,6 @@ cdef int parse_value(const uint8_t* p, Py_ssize_t n, double* out) noexcept nogil
     cdef bint exp_neg = False
     cdef bint any_digit = False
     cdef bint inexact = False
-    cdef uint8_t c
     cdef double d
     cdef char small[64]
     cdef char* buf
@@ -342,6 +343,7 @@ cdef class DecoderC:
     cdef Py_ssize_t err_offset
     cdef Py_ssize_t miss_start, miss_end, miss_eol
     cdef uint64_t miss_hash
+    cdef bint busy                 # a decode is running (the kernel runs without the GIL)
 
     def __cinit__(self):
         self.keys = KeyTable()
@@ -543,7 +545,9 @@ cdef class DecoderC:
             is_help = False
         else:
             return RUN_DONE
-        if k + 4 < eol and not is_ws(b[k + 4]):
+        # as Prometheus' lexer: HELP/TYPE only when followed by whitespace ("# HELP" alone is a
+        # plain comment)
+        if k + 4 >= eol or not is_ws(b[k + 4]):
             return RUN_DONE
         m = skip_ws(b, k + 4, eol)
         if m >= eol or not NAME_START[b[m]]:
@@ -571,7 +575,6 @@ cdef class DecoderC:
     cdef Py_ssize_t _row(self, int32_t key) noexcept nogil:
         # The row of key in this payload, created on first appearance; -1 if out of memory.
         cdef Py_ssize_t r = self.slot_of_key[key]
-        cdef void* p
         if r >= 0:
             return r
         if self.n_rows == self.cap_rows:
@@ -758,7 +761,7 @@ cdef class DecoderC:
 
     # ---------------------------------------------------------------- Python entry point
 
-    def decode(self, body, long long default_timestamp_ns, /):
+    def decode(self, body, default_timestamp_ns, /):
         """Decode one kubelet ``/metrics/resource`` body into columns.
 
         Parameters
@@ -780,12 +783,24 @@ cdef class DecoderC:
             The body is not valid exposition text; names the byte offset, line and excerpt.
         """
         cdef bytes data = body if type(body) is bytes else bytes(body)
+        cdef int64_t default_ts = default_timestamp_arg(default_timestamp_ns)
+        # The kernel releases the GIL, so a second thread could enter while one decodes and
+        # corrupt the decoder's buffers: refuse instead (checked and set with the GIL held).
+        if self.busy:
+            raise FastMetricsError(DECODER_IN_USE)
+        self.busy = True
+        try:
+            return self._decode(data, default_ts)
+        finally:
+            self.busy = False
+
+    cdef object _decode(self, bytes data, int64_t default_ts):
         cdef int rc
         cdef Py_ssize_t i
         self.buf = <const uint8_t*>PyBytes_AS_STRING(data)
         self.buf_len = PyBytes_GET_SIZE(data)
         self.pos = 0
-        self.default_ts = default_timestamp_ns
+        self.default_ts = default_ts
         self.node_seen = False
         self.node_ts = 0
         self.node_cpu = 0
@@ -1128,8 +1143,7 @@ def group_pods(const int32_t[::1] pod_id, const int64_t[::1] new_off,
     earliest container with a rate; ``pod_ts`` is -1 when no container has one).
     """
     cdef Py_ssize_t n_rows = pod_id.shape[0], n_nodes = new_off.shape[0] - 1
-    cdef Py_ssize_t i, r, a, b, k, n_pods = 0, total, pos
-    cdef int64_t g
+    cdef Py_ssize_t i, r, k, n_pods = 0, total
     if (n_nodes < 0 or pod_base.shape[0] != n_nodes + 1 or new_off[0] != 0
             or new_off[n_nodes] != n_rows or has_prev.shape[0] != n_rows
             or status.shape[0] != n_rows or ts.shape[0] != n_rows
@@ -1180,6 +1194,7 @@ cdef void _group_fill(const int32_t[::1] pod_id, const int64_t[::1] new_off,
     cdef Py_ssize_t n_nodes = new_off.shape[0] - 1, i, r, j, p = 0
     cdef int64_t g, lo, hi, best
     cdef uint8_t valid
+    cdef bint found
     for i in range(n_nodes):
         for r in range(new_off[i], new_off[i + 1]):
             g = pod_base[i] + pod_id[r]
@@ -1195,13 +1210,16 @@ cdef void _group_fill(const int32_t[::1] pod_id, const int64_t[::1] new_off,
                 continue
             valid = 1
             best = -1
+            found = False
             pod_window[p] = 0
             for j in range(lo, hi):
                 r = order[j]
                 if not has_prev[r]:
                     valid = 0
-                if status[r] == STATUS_OK and (best < 0 or ts[r] < best):
+                # a flag, not best < 0: any int64 timestamp may be the earliest (as the twin)
+                if status[r] == STATUS_OK and (not found or ts[r] < best):
                     best = ts[r]
+                    found = True
                     pod_window[p] = window[r]
             pod_node[p] = <int32_t>i
             pod_local[p] = <int32_t>(g - pod_base[i])
@@ -1303,9 +1321,9 @@ cdef Py_ssize_t fmt_memory(char* out, uint64_t nbytes) noexcept nogil:
 cdef Py_ssize_t fmt_frac(char* buf, Py_ssize_t w, uint64_t* v, int prec) noexcept nogil:
     # Go's fmtFrac, writing backwards into buf ending at w: ".123" without trailing zeros
     cdef bint printed = False
-    cdef int i
+    cdef int _
     cdef uint64_t digit
-    for i in range(prec):
+    for _ in range(prec):
         digit = v[0] % 10
         printed = printed or digit != 0
         if printed:

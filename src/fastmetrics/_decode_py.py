@@ -8,13 +8,14 @@ byte by ``_diagnose`` to name what is wrong and where, exactly as the compiled d
 from __future__ import annotations
 
 import re
+import threading
 from typing import Final
 
 import numpy as np
 
 from . import _grammar as g
 from ._batch import DecodedBatch, KeyTable, NodePoint
-from .errors import DecodeError, make_excerpt
+from .errors import DecodeError, FastMetricsError, make_excerpt
 
 __all__ = ["DecoderPy"]
 
@@ -72,7 +73,9 @@ def _check_comment(body: bytes, i: int, eol: int) -> None:
     if k == i + 1:
         return
     word = body[k : k + 4]
-    if word not in (b"HELP", b"TYPE") or (k + 4 < eol and body[k + 4] not in _WS):
+    # as Prometheus' lexer: HELP/TYPE only when followed by whitespace ("# HELP" alone is a
+    # plain comment)
+    if word not in (b"HELP", b"TYPE") or k + 4 >= eol or body[k + 4] not in _WS:
         return
     m = _skip_ws(body, k + 4, eol)
     if m >= eol or body[m] not in _NAME_START:
@@ -132,6 +135,7 @@ class DecoderPy:
         self.keys = KeyTable()
         self._blocks: dict[bytes, int] = {}
         self._live: set[bytes] = set()
+        self._lock = threading.Lock()
 
     def decode(self, body: bytes, default_timestamp_ns: int, /) -> DecodedBatch:
         """Decode ``body``; samples without a timestamp get ``default_timestamp_ns``.
@@ -141,7 +145,10 @@ class DecoderPy:
         """
         if not isinstance(body, bytes):
             body = bytes(body)
-        default_timestamp_ns = int(default_timestamp_ns)
+        default_timestamp_ns = g.default_timestamp_arg(default_timestamp_ns)
+        # same contract as the compiled decoder: one decode at a time per decoder
+        if not self._lock.acquire(blocking=False):
+            raise FastMetricsError(g.DECODER_IN_USE)
         try:
             return self._decode(body, default_timestamp_ns)
         except g.GrammarError as e:
@@ -152,6 +159,8 @@ class DecoderPy:
                 lineno=lineno,
                 excerpt=make_excerpt(body, e.offset),
             ) from None
+        finally:
+            self._lock.release()
 
     def _decode(self, body: bytes, default_ts: int) -> DecodedBatch:
         keys = self.keys

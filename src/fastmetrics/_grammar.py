@@ -7,6 +7,7 @@ so label grammar, unescaping and interning are defined once.
 
 from __future__ import annotations
 
+import operator
 from typing import Final
 
 from ._batch import KeyTable
@@ -35,6 +36,9 @@ FAMILIES: Final[dict[bytes, int]] = {
 }
 
 METRIC_TYPES: Final = frozenset({b"counter", b"gauge", b"histogram", b"summary", b"untyped"})
+
+# Raised (as FastMetricsError) when a decoder is entered by a second thread while decoding.
+DECODER_IN_USE: Final = "this decoder is already decoding in another thread; use one per thread"
 
 # Largest millisecond timestamp whose nanosecond value fits in int64.
 MAX_TIMESTAMP_MS: Final = (2**63 - 1) // 1_000_000
@@ -118,7 +122,7 @@ def _unescape(raw: bytes) -> bytes:
         c = raw[i]
         if c == _BACKSLASH and i + 1 < n:
             nxt = raw[i + 1]
-            if nxt == _BACKSLASH or nxt == _QUOTE:
+            if nxt in (_BACKSLASH, _QUOTE):
                 out.append(nxt)
             elif nxt == 0x6E:  # 'n'
                 out.append(0x0A)
@@ -190,6 +194,19 @@ def parse_label_block(body: bytes, start: int, eol: int, keys: KeyTable) -> tupl
         key_id, _pod_id = keys.intern(found[b"namespace"], found[b"pod"], found[b"container"])
         return i, key_id
     return i, -1
+
+
+def default_timestamp_arg(ts: object) -> int:
+    """Check ``default_timestamp_ns``: an int (or ``__index__``) that fits in int64; no floats."""
+    try:
+        value = operator.index(ts)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"default_timestamp_ns must be an int, not {type(ts).__name__}"
+        ) from None
+    if not -(2**63) <= value < 2**63:
+        raise OverflowError(f"default_timestamp_ns {value} does not fit in int64")
+    return value
 
 
 def cpu_from_seconds(v: float) -> int:

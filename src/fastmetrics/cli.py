@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._version import __version__
 
@@ -31,12 +33,92 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"fastmetrics {__version__} ({_implementation()})",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_ in (
+        ("demo", "run a simulated cluster (apiserver + kubelets) and print kubectl commands"),
+        ("sim", "run the simulated cluster for tests and benchmarks (see --ready-file)"),
+    ):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--nodes", type=_positive_int, default=None,
+                        help="number of nodes (default 3)")
+        sp.add_argument("--pods-per-node", type=_non_negative_int, default=None,
+                        help="pods per node (default 10)")
+        sp.add_argument("--containers-per-pod", type=_positive_int, default=None,
+                        help="containers per pod (default 2)")
+        sp.add_argument("--shape", type=Path, default=None, metavar="FILE",
+                        help="a YAML file with the cluster shape (flags override it)")
+        sp.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                        help="where certificates and kubeconfigs go (default: a temporary "
+                             "directory removed at exit)")
+        sp.add_argument("--stats-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="how often kubelet stats refresh (default 10)")
+        sp.add_argument("--api-port", type=_port, default=0,
+                        help="apiserver port on 127.0.0.1 (default: a free one)")
+        sp.add_argument("--kubelet-port", type=_port, default=0,
+                        help="kubelet port on every node address (default: a free one)")
+        if name == "sim":
+            sp.add_argument("--ready-file", type=Path, default=None, metavar="FILE",
+                            help="write a JSON description (URLs, kubeconfigs, tokens) here "
+                                 "once serving")
     dec = sub.add_parser(
         "decode",
         help="decode a kubelet /metrics/resource body (a file, or - for stdin) and print it",
     )
     dec.add_argument("file", help="path of the body, or - to read standard input")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return value
+
+
+def _cmd_sim(args: argparse.Namespace, demo: bool) -> int:
+    from .sim.model import ClusterShape
+    from .sim.run import run_simulator
+
+    try:
+        shape = ClusterShape.from_yaml(args.shape) if args.shape else ClusterShape()
+        overrides = {
+            k: v
+            for k, v in (
+                ("nodes", args.nodes),
+                ("pods_per_node", args.pods_per_node),
+                ("containers_per_pod", args.containers_per_pod),
+            )
+            if v is not None
+        }
+        if overrides:
+            shape = dataclasses.replace(shape, **overrides)
+    except (OSError, ValueError) as e:
+        print(f"fastmetrics {args.command}: {e}", file=sys.stderr)
+        return 2
+    if not args.stats_interval >= 0:
+        print(f"fastmetrics {args.command}: --stats-interval must be >= 0", file=sys.stderr)
+        return 2
+    return run_simulator(
+        shape, workdir=args.workdir, ready_file=getattr(args, "ready_file", None), demo=demo,
+        stats_interval_s=args.stats_interval, api_port=args.api_port,
+        kubelet_port=args.kubelet_port,
+    )
 
 
 def _cmd_decode(path: str) -> int:
@@ -85,5 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "decode":
         return _cmd_decode(args.file)
+    if args.command in ("demo", "sim"):
+        return _cmd_sim(args, demo=args.command == "demo")
     parser.print_help()
     return 0

@@ -10,7 +10,6 @@ All times are int ns since the Unix epoch; the clock is injectable for tests.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import time
@@ -210,7 +209,7 @@ class Cluster:
         self.node_by_name: dict[str, NodeModel] = {}
         self.pods: dict[tuple[str, str], PodModel] = {}
         self.history: deque[Event] = deque(maxlen=self.HISTORY)
-        self._watchers: set[asyncio.Queue[Event]] = set()
+        self._listeners: list[Callable[[Event], None]] = []
         self._rng = random.Random(shape.seed)
         self._build()
 
@@ -267,8 +266,8 @@ class Cluster:
         ev = Event(type_, "Node" if isinstance(obj, NodeModel) else "Pod", obj,
                    obj.resource_version)
         self.history.append(ev)
-        for q in self._watchers:
-            q.put_nowait(ev)
+        for listener in list(self._listeners):
+            listener(ev)
 
     def _add_node(self, node: NodeModel) -> None:
         node.resource_version = self._bump()
@@ -348,13 +347,14 @@ class Cluster:
 
     # ------------------------------------------------------------------ watch support
 
-    def subscribe(self) -> asyncio.Queue[Event]:
-        q: asyncio.Queue[Event] = asyncio.Queue()
-        self._watchers.add(q)
-        return q
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` synchronously inside every change, before the next one:
+        a listener that renders ``event.obj`` right away sees every version of the object."""
+        self._listeners.append(listener)
 
-    def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
-        self._watchers.discard(q)
+    def remove_listener(self, listener: Callable[[Event], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def events_since(self, resource_version: int) -> list[Event] | None:
         """Events after ``resource_version``, or None when it is older than the history."""
