@@ -98,7 +98,7 @@ def test_sim_serves_kubectl_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert r.stdout.split() == [f"node/sim-node-0000{i}" for i in range(3)]
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
 
 
