@@ -44,6 +44,13 @@ def test_mypy_strict() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_core_stub_types() -> None:
+    """The typed boundary of _core (``_core.pyi``) as a caller sees it."""
+    r = _run(sys.executable, "-m", "mypy", "--strict", "--config-file", "pyproject.toml",
+             "tests/typing/check_core.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_cython_lint() -> None:
     r = _run(_tool("cython-lint"), "--max-line-length", "100", "src/fastmetrics/_core.pyx")
     assert r.returncode == 0, r.stdout + r.stderr
