@@ -404,16 +404,8 @@ class KubeletFarm:
         try:
             sockets = self._bind_all()
             for n in self._nodes.values():
-                sock = sockets.pop(n.address)
                 n.rogue = "tls" in n.model.faults
-                site = web.SockSite(self._runner, sock, ssl_context=self._context_for(n),
-                                    backlog=self.backlog)
-                try:
-                    await site.start()
-                except BaseException:
-                    sock.close()
-                    raise
-                n.site = site
+                await self._start_site(self._runner, n, sockets.pop(n.address))
         except BaseException:
             for sock in sockets.values():
                 sock.close()
@@ -531,15 +523,17 @@ class KubeletFarm:
                 await n.site.stop()
                 n.site = None
                 n.rogue = rogue
-                sock = self._bind(n.address, self._port)
-                site = web.SockSite(runner, sock, ssl_context=self._context_for(n),
-                                    backlog=self.backlog)
-                try:
-                    await site.start()
-                except BaseException:
-                    sock.close()
-                    raise
-                n.site = site
+                await self._start_site(runner, n, self._bind(n.address, self._port))
+
+    async def _start_site(self, runner: web.AppRunner, n: _Node, sock: socket.socket) -> None:
+        """Serve node ``n`` on its bound socket ``sock`` (closed if serving fails)."""
+        site = web.SockSite(runner, sock, ssl_context=self._context_for(n), backlog=self.backlog)
+        try:
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
+        n.site = site
 
     async def set_faults(self, node_name: str, faults: Iterable[str]) -> None:
         """``cluster.set_faults`` plus moving the node's socket when ``tls`` changed."""
