@@ -130,3 +130,27 @@ def test_demo_prints_working_kubectl_commands_and_stops_on_ctrl_c(tmp_path: Path
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "fastmetrics demo: stopped" in out
+
+
+def test_server_flags_print_every_error_and_exit_2() -> None:
+    r = _fastmetrics("--metric-resolution=5s", "--kubelet-insecure-tls",
+                     "--kubelet-certificate-authority=/ca.crt")
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 3, r.stderr
+    assert "--metric-resolution must be at least 10s, got 5s" in r.stderr
+    assert "--kubelet-certificate-authority" in r.stderr
+
+
+def test_server_unknown_flag_exits_2() -> None:
+    r = _fastmetrics("--metric-resolution=15s", "--no-such-flag")
+    assert r.returncode == 2
+    assert "unknown flag: --no-such-flag" in r.stderr
+
+
+def test_server_help_lists_metrics_server_flags() -> None:
+    r = _fastmetrics("--help")
+    assert r.returncode == 0
+    for flag in ("--metric-resolution", "--kubelet-insecure-tls", "-l, --node-selector",
+                 "--secure-port", "--authorization-always-allow-paths"):
+        assert flag in r.stdout

@@ -162,9 +162,55 @@ def _cmd_decode(path: str) -> int:
     return 0
 
 
+SUBCOMMANDS = frozenset({"demo", "sim", "decode"})
+
+
+def _server_help() -> str:
+    from .options import FLAGS
+
+    flags = "\n".join(f"  {f.display} ({f.kind})" for f in FLAGS)
+    return (
+        "usage: fastmetrics [flags]            run the server (metrics-server's flags)\n"
+        "       fastmetrics demo|sim|decode ... (see fastmetrics COMMAND --help)\n\n"
+        f"Flags (as metrics-server's; see its documentation for their meaning):\n{flags}\n"
+    )
+
+
+def _cmd_server(argv: list[str]) -> int:
+    """``fastmetrics [flags]``: metrics-server's command line."""
+    from .errors import ConfigError
+    from .options import parse_args, validate
+
+    try:
+        options = parse_args(argv)
+    except ConfigError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    if options.help:
+        print(_server_help())
+        return 0
+    if options.show_version:
+        print(f"fastmetrics {__version__} ({_implementation()})")
+        return 0
+    errors = validate(options)
+    if errors:
+        for error in errors:
+            print(f"Error: {error}", file=sys.stderr)
+        return 2
+    if options.args:
+        print(f"Warning: ignoring positional arguments {list(options.args)} (as metrics-server "
+              "does); a flag value must be given as --flag=value", file=sys.stderr)
+    from .run import run_server
+
+    return run_server(options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in SUBCOMMANDS and args_list[0] != "--version"):
+        return _cmd_server(args_list)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if args.command == "decode":
         return _cmd_decode(args.file)
     if args.command in ("demo", "sim"):
