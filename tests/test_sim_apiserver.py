@@ -1467,3 +1467,39 @@ def test_write_kubeconfig(tmp_path: Path) -> None:
         write_kubeconfig(tmp_path / "kc3", "https://x", ca)
     with pytest.raises(ValueError):
         write_kubeconfig(tmp_path / "kc3", "https://x", ca, client_cert="a.crt")
+
+
+async def test_frequent_bookmarks_never_skip_events(tmp_path: Path) -> None:
+    """A bookmark must not jump past events queued while the watch task was waking up."""
+    from fastmetrics.sim.run import SimulatedCluster
+
+    shape = ClusterShape(nodes=1, pods_per_node=0)
+    async with SimulatedCluster(shape, tmp_path, bookmark_interval_s=0.005) as sim:
+        ctx = ssl.create_default_context(cafile=str(sim.api.ca_file))
+        headers = {"Authorization": f"Bearer {sim.api.admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.get(f"{sim.api.url}/api/v1/pods", ssl=ctx) as r:
+                rv = (await r.json())["metadata"]["resourceVersion"]
+            added: list[str] = []
+
+            async def watch() -> None:
+                params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
+                          "timeoutSeconds": "20"}
+                async with session.get(f"{sim.api.url}/api/v1/pods", params=params,
+                                       ssl=ctx) as r:
+                    async for line in r.content:
+                        ev = json.loads(line)
+                        if ev["type"] == "ADDED":
+                            added.append(ev["object"]["metadata"]["name"])
+                            if len(added) == 400:
+                                return
+
+            task = asyncio.create_task(watch())
+            await asyncio.sleep(0.2)
+            node = sim.cluster.nodes[0].name
+            for i in range(400):
+                sim.cluster.add_pod("default", f"p{i}", node, {}, ["c"])
+                if i % 7 == 0:
+                    await asyncio.sleep(0.003)
+            await asyncio.wait_for(task, 20)
+    assert added == [f"p{i}" for i in range(400)]

@@ -2342,8 +2342,10 @@ class ApiServer:
             except TimeoutError:
                 if bookmarks and loop.time() >= next_bookmark:
                     next_bookmark = loop.time() + self.bookmark_interval
-                    # the queue is empty: every ingested event has been seen
-                    progress = max(progress, self._rv)
+                    # every ingested event has been seen only if nothing was queued since the
+                    # timeout fired (an event may have arrived before this task resumed)
+                    if watcher.queue.empty():
+                        progress = max(progress, self._rv)
                     await resp.write(self._bookmark_line(kind, fmt, progress))
                 continue
             batch: list[_Change | None] = [item]
