@@ -61,6 +61,9 @@ async def _serve(options: Options, workdir: Path) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    for flag, value in options.ignored:
+        log.debug("Flag accepted for compatibility, not applied", extra={"flag": flag,
+                                                                         "value": value})
     client = load_client_config(options.kubeconfig or None)
     node_selector = parse_label_selector(options.node_selector)
     log.warning("The metrics.k8s.io API server is not built yet: collecting only")
