@@ -1,9 +1,13 @@
 """Running fastmetrics as the server (``fastmetrics [flags]``).
 
-Today this runs the collecting half of metrics-server (SPEC §2): the informers sync, then one
-tick per ``--metric-resolution`` scrapes every selected kubelet and stores the result. The
-``metrics.k8s.io`` API server that serves the snapshots is not built yet; until it is, the
-process says so at start and logs one line per tick.
+The informers sync first (SPEC §2.1: nothing listens before); then one tick per
+``--metric-resolution`` scrapes every selected kubelet and stores the result, while the HTTPS
+server (:mod:`fastmetrics.server`) serves the health endpoints, ``/metrics`` and the path index.
+The ``metrics.k8s.io`` resources are not served yet; the process says so at start.
+
+SIGTERM (or SIGINT): ``/readyz`` fails at once, the server keeps serving for
+``--shutdown-delay-duration``, stops accepting, lets in-flight requests finish; the tick loop
+stops and the process exits 0.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 
 from .cluster import ClientConfig, ClusterState, NodeInfo, load_client_config
 from .errors import ConfigError
+from .health import HealthState
 from .log import setup_logging
 from .monitoring import ServerMetrics
 from .options import Options
 from .scrape import KubeletClientConfig, Manager, Scraper
 from .selectors import parse_label_selector
+from .server import graceful_shutdown, make_app, serve
 from .store import Store
 
 __all__ = ["kubelet_client_config", "run_server"]
@@ -66,7 +72,8 @@ async def _serve(options: Options, workdir: Path) -> int:
                                                                          "value": value})
     client = load_client_config(options.kubeconfig or None)
     node_selector = parse_label_selector(options.node_selector)
-    log.warning("The metrics.k8s.io API server is not built yet: collecting only")
+    log.warning("The metrics.k8s.io API is not built yet: serving health endpoints and "
+                "/metrics only")
     async with ClusterState(client, gc_freeze=True) as state:
         wait = asyncio.ensure_future(stop.wait())
         synced = asyncio.ensure_future(state.wait_synced())
@@ -86,12 +93,27 @@ async def _serve(options: Options, workdir: Path) -> int:
         async with Scraper(kubelet_client_config(options, client, workdir),
                            resolution_ns=resolution_ns) as scraper:
             manager = Manager(scraper, store, nodes, resolution_ns, metrics)
+            health = HealthState(
+                storage_ready=store.ready,
+                nodes_synced=state.node_informer.synced.is_set,
+                pods_synced=state.pod_informer.synced.is_set,
+                collection_timely=manager.timely,
+            )
+            try:
+                runner = await serve(make_app(health, metrics), options)
+            except OSError as e:
+                log.error("Failed to start the secure server", extra={"err": str(e)})
+                return 1
             ticking = asyncio.ensure_future(manager.run())
             waiting = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({ticking, waiting},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            manager.stop()
-            waiting.cancel()
+            try:
+                done, _ = await asyncio.wait({ticking, waiting},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await graceful_shutdown(runner, health,
+                                        options.shutdown_delay_duration_ns / NS_PER_S)
+                manager.stop()
+                waiting.cancel()
             if ticking in done:
                 ticking.result()  # the tick loop failed: let the exception end the process
             else:
