@@ -1,4 +1,7 @@
-"""The command line: --version, decode, and the simulator commands (demo, sim) as real processes."""
+"""The command line: --version, decode, and the simulator commands (demo, sim) as real processes.
+
+The demo test runs every kubectl command the demo prints, ``kubectl top`` included (the demo
+starts fastmetrics against the simulator and registers it as the metrics.k8s.io APIService)."""
 
 from __future__ import annotations
 
@@ -111,7 +114,8 @@ def test_demo_prints_working_kubectl_commands_and_stops_on_ctrl_c(tmp_path: Path
     try:
         assert proc.stdout is not None
         lines: list[str] = []
-        deadline = time.monotonic() + 60
+        # the banner comes once fastmetrics is ready: two scrapes at the stock 15 s resolution
+        deadline = time.monotonic() + 120
         while not any("Press Ctrl-C" in line for line in lines):
             assert time.monotonic() < deadline, "demo did not print its banner in time"
             line = proc.stdout.readline()
@@ -120,11 +124,18 @@ def test_demo_prints_working_kubectl_commands_and_stops_on_ctrl_c(tmp_path: Path
             lines.append(line)
         commands = [line.strip() for line in lines if line.strip().startswith("kubectl ")]
         assert any(c.endswith(" get nodes") for c in commands)
+        assert any(c.endswith(" top pod -A") for c in commands), lines
+        assert any(c.endswith(" top node") for c in commands), lines
         for command in commands:
             args = command.split()[1:]
             r = subprocess.run([kubectl, "--cache-dir", str(tmp_path / "cache"), *args],
                                capture_output=True, text=True, timeout=30)
             assert r.returncode == 0, (command, r.stderr)
+            if args[-2:] == ["pod", "-A"] and "top" in args:
+                # NAMESPACE NAME CPU(cores) MEMORY(bytes): one row per simulated pod (2 x 2)
+                rows = [line.split() for line in r.stdout.strip().splitlines()[1:]]
+                assert len(rows) == 4, r.stdout
+                assert all(row[2].endswith("m") and row[3].endswith("Mi") for row in rows)
     finally:
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)

@@ -2,8 +2,10 @@
 
 The informers sync first (SPEC §2.1: nothing listens before); then one tick per
 ``--metric-resolution`` scrapes every selected kubelet and stores the result, while the HTTPS
-server (:mod:`fastmetrics.server`) serves the health endpoints, ``/metrics`` and the path index.
-The ``metrics.k8s.io`` resources are not served yet; the process says so at start.
+server (:mod:`fastmetrics.server`) serves the health endpoints, ``/metrics``, the path index and
+the ``metrics.k8s.io`` API (behind the front-proxy gate: the request-header CA comes from
+``--requestheader-client-ca-file`` or the ``kube-system/extension-apiserver-authentication``
+ConfigMap, read once at start).
 
 SIGTERM (or SIGINT): ``/readyz`` fails at once, the server keeps serving for
 ``--shutdown-delay-duration``, stops accepting, lets in-flight requests finish; the tick loop
@@ -14,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
-from .cluster import ClientConfig, ClusterState, NodeInfo, load_client_config
+from .api.handlers import MetricsAPI
+from .cluster import ClientConfig, ClusterState, KubeClient, NodeInfo, load_client_config
 from .errors import ConfigError
 from .health import HealthState
 from .log import setup_logging
@@ -28,10 +34,10 @@ from .monitoring import ServerMetrics
 from .options import Options
 from .scrape import KubeletClientConfig, Manager, Scraper
 from .selectors import parse_label_selector
-from .server import graceful_shutdown, make_app, serve
+from .server import RequestHeaderAuth, graceful_shutdown, make_app, serve, ssl_context
 from .store import Store
 
-__all__ = ["kubelet_client_config", "run_server"]
+__all__ = ["kubelet_client_config", "request_header_auth", "run_server"]
 
 log = logging.getLogger("fastmetrics.server")
 
@@ -62,6 +68,65 @@ def kubelet_client_config(options: Options, client: ClientConfig,
     )
 
 
+AUTH_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+
+
+def _json_list(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+async def request_header_auth(options: Options, client: KubeClient) -> RequestHeaderAuth:
+    """The front-proxy authenticator: the CA and allowed names from the --requestheader-* flags,
+    else from the ``extension-apiserver-authentication`` ConfigMap (read once). Without a CA
+    the metrics.k8s.io routes answer 401 (a warning says so)."""
+    users = tuple(options.requestheader_username_headers)
+    groups = tuple(options.requestheader_group_headers)
+    if options.requestheader_client_ca_file:
+        try:
+            ca = Path(options.requestheader_client_ca_file).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"--requestheader-client-ca-file: {e}") from None
+        return RequestHeaderAuth(ca, tuple(options.requestheader_allowed_names), users, groups)
+    if options.authentication_skip_lookup:
+        data: dict[str, str] = {}
+    else:
+        try:
+            cm = await client.get_json(AUTH_CONFIGMAP)
+            data = cm.get("data") or {}
+        except Exception as e:
+            log.warning("Unable to read the authentication ConfigMap",
+                        extra={"configmap": "kube-system/extension-apiserver-authentication",
+                               "err": str(e)})
+            data = {}
+    ca_text = data.get("requestheader-client-ca-file")
+    if not ca_text:
+        log.warning("No request-header client CA (--requestheader-client-ca-file or "
+                    "kube-system/extension-apiserver-authentication): the metrics.k8s.io API "
+                    "will answer 401 to every request")
+        return RequestHeaderAuth(None)
+    allowed = tuple(options.requestheader_allowed_names) or _json_list(
+        data.get("requestheader-allowed-names"))
+    return RequestHeaderAuth(ca_text.encode(), allowed, users, groups)
+
+
+def _server_address(options: Options, port: int) -> str:
+    """``<advertise ip>:<port>`` for ``GET /apis`` (the bind address, else this host's IP)."""
+    host = options.bind_address
+    if not host or ipaddress.ip_address(host).is_unspecified:
+        host = "127.0.0.1"
+        with contextlib.suppress(OSError), socket.socket(socket.AF_INET,
+                                                         socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            host = s.getsockname()[0]
+    return f"{host}:{port}"
+
+
 async def _serve(options: Options, workdir: Path) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -72,8 +137,6 @@ async def _serve(options: Options, workdir: Path) -> int:
                                                                          "value": value})
     client = load_client_config(options.kubeconfig or None)
     node_selector = parse_label_selector(options.node_selector)
-    log.warning("The metrics.k8s.io API is not built yet: serving health endpoints and "
-                "/metrics only")
     async with ClusterState(client, gc_freeze=True) as state:
         wait = asyncio.ensure_future(stop.wait())
         synced = asyncio.ensure_future(state.wait_synced())
@@ -99,8 +162,13 @@ async def _serve(options: Options, workdir: Path) -> int:
                 pods_synced=state.pod_informer.synced.is_set,
                 collection_timely=manager.timely,
             )
+            auth = await request_header_auth(options, state.client)
+            api = MetricsAPI(state, lambda: store.snapshot, node_selector, metrics,
+                             _server_address(options, options.secure_port))
             try:
-                runner = await serve(make_app(health, metrics), options)
+                ctx = ssl_context(options, auth.ca_pem)
+                runner = await serve(make_app(health, metrics, api=api, auth=auth), options,
+                                     ssl_ctx=ctx)
             except OSError as e:
                 log.error("Failed to start the secure server", extra={"err": str(e)})
                 return 1

@@ -28,6 +28,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,6 +38,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .api.handlers import PREFIX as RESOURCE_PREFIX
+from .api.handlers import MetricsAPI, add_routes
 from .health import ENDPOINTS, Check, HealthState, checks_for, evaluate, evaluate_one
 from .monitoring import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .monitoring import ServerMetrics
@@ -48,6 +51,7 @@ __all__ = [
     "HEALTH_KEY",
     "KEY_FILE_NAME",
     "METRICS_KEY",
+    "RequestHeaderAuth",
     "ensure_self_signed",
     "graceful_shutdown",
     "make_app",
@@ -120,7 +124,8 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
 def listed_paths(app: web.Application) -> list[str]:
     """Every literal path the app serves, sorted (Go's ``PathRecorderMux.ListedPaths``)."""
     paths = {info["path"] for res in app.router.resources()
-             if "path" in (info := res.get_info())}
+             if "path" in (info := res.get_info())
+             and not info["path"].startswith(RESOURCE_PREFIX + "/")}
     return sorted(paths)
 
 
@@ -150,9 +155,79 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                        {"causes": [{"message": text}]})
 
 
-def make_app(state: HealthState, metrics: ServerMetrics | None = None) -> web.Application:
-    """The application: health endpoints, ``/metrics`` (with ``metrics``), the 404 index."""
-    app = web.Application(middlewares=[error_middleware])
+# ================================================================================ authentication
+
+
+@dataclass(frozen=True)
+class RequestHeaderAuth:
+    """The front-proxy (request-header) authenticator of SPEC §6.1.
+
+    ``ca_pem`` is the request-header client CA (None: unavailable, every gated request is
+    401); the TLS context verifies client certificates against it (:func:`ssl_context`), so a
+    peer certificate present on the connection has been verified. ``allowed_names`` empty
+    accepts any CN.
+    """
+
+    ca_pem: bytes | None
+    allowed_names: tuple[str, ...] = ()
+    username_headers: tuple[str, ...] = ("X-Remote-User",)
+    group_headers: tuple[str, ...] = ("X-Remote-Group",)
+
+    def authenticate(self, request: web.Request) -> tuple[str, list[str]] | None:
+        """``(user, groups)`` from a verified front-proxy request, else None."""
+        if self.ca_pem is None or request.transport is None:
+            return None
+        cert = request.transport.get_extra_info("peercert")
+        if not cert:
+            return None
+        cn = next((value for rdn in cert.get("subject", ()) for key, value in rdn
+                   if key == "commonName"), None)
+        if cn is None or (self.allowed_names and cn not in self.allowed_names):
+            return None
+        user = next((v for h in self.username_headers for v in request.headers.getall(h, [])
+                     if v), "")
+        if not user:
+            return None
+        groups = [v for h in self.group_headers for v in request.headers.getall(h, [])]
+        return user, groups
+
+
+USER_KEY: Final = "fastmetrics.user"
+UNAUTHORIZED_BODY: Final = (b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                            b'"message":"Unauthorized","reason":"Unauthorized","code":401}\n')
+
+
+def _gated(path: str) -> bool:
+    return path == "/apis" or path.startswith(("/apis/", "/openapi/"))
+
+
+def auth_middleware(auth: RequestHeaderAuth | None) -> Callable[..., Awaitable[Any]]:
+    """Requests to ``/apis`` and ``/openapi`` must come through the front proxy (401
+    otherwise); other paths (health, ``/metrics``, ``/version``) pass."""
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _gated(request.path):
+            who = auth.authenticate(request) if auth is not None else None
+            if who is None:
+                return web.Response(status=401, body=UNAUTHORIZED_BODY,
+                                    headers={"Content-Type": JSON_CONTENT_TYPE})
+            request[USER_KEY] = who
+        return await handler(request)
+    return middleware
+
+
+def make_app(state: HealthState, metrics: ServerMetrics | None = None, *,
+             api: MetricsAPI | None = None, auth: RequestHeaderAuth | None = None,
+             authenticate: bool = True) -> web.Application:
+    """The application: health endpoints, ``/metrics`` (with ``metrics``), the 404 index and,
+    with ``api``, the metrics.k8s.io routes behind the front-proxy gate (``auth``; None
+    answers 401). ``authenticate=False`` removes the gate (unit tests only)."""
+    middlewares: list[Any] = [error_middleware]
+    if api is not None and authenticate:
+        middlewares.insert(0, auth_middleware(auth))
+    app = web.Application(middlewares=middlewares)
+    if api is not None:
+        add_routes(app, api)
     app[HEALTH_KEY] = state
     checks = checks_for(state)
     app[CHECKS_KEY] = checks
@@ -283,8 +358,9 @@ def ensure_self_signed(cert_dir: str | os.PathLike[str],
     return cert_file, key_file
 
 
-def ssl_context(options: Options) -> ssl.SSLContext:
-    """The serving TLS context from the secure-serving flags."""
+def ssl_context(options: Options, client_ca: bytes | None = None) -> ssl.SSLContext:
+    """The serving TLS context from the secure-serving flags; with ``client_ca`` (PEM) client
+    certificates are requested (optional) and verified against it."""
     if options.tls_cert_file and options.tls_private_key_file:
         cert_file, key_file = Path(options.tls_cert_file), Path(options.tls_private_key_file)
     else:
@@ -297,6 +373,9 @@ def ssl_context(options: Options) -> ssl.SSLContext:
     if ciphers:
         ctx.set_ciphers(":".join(ciphers))
     ctx.load_cert_chain(cert_file, key_file)
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata=client_ca.decode())
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 

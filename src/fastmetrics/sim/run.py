@@ -5,7 +5,9 @@ writes two kubeconfigs into its work directory: ``admin.kubeconfig`` (for kubect
 ``kubernetes-admin`` in ``system:masters``) and ``metrics-server.kubeconfig`` (the token of the
 ``kube-system/metrics-server`` service account, which the kubelets also accept).
 ``run_simulator`` runs it until SIGINT/SIGTERM; ``fastmetrics demo`` and ``fastmetrics sim``
-call it.
+call it. The demo also starts fastmetrics itself (a subprocess with the stock manifest flags,
+on a free loopback port), registers it as the ``metrics.k8s.io`` APIService and waits until it
+is ready, so that ``kubectl top`` works.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+import aiohttp
 
 from .apiserver import ApiServer
 from .certs import CertAuthority
@@ -118,23 +125,93 @@ class SimulatedCluster:
         }
 
 
-def _demo_banner(sim: SimulatedCluster) -> str:
+def _demo_banner(sim: SimulatedCluster, fastmetrics_url: str | None = None) -> str:
     kc = f"kubectl --kubeconfig {sim.admin_kubeconfig}"
-    return "\n".join([
+    lines = [
         f"fastmetrics demo: a simulated cluster of {len(sim.cluster.nodes)} nodes and "
         f"{len(sim.cluster.pods)} pods is serving at {sim.api.url}",
         f"  kubelets: https://<node InternalIP>:{sim.farm.port}/metrics/resource "
         f"(InternalIPs {sim.cluster.nodes[0].address} ...)",
+    ]
+    if fastmetrics_url is not None:
+        lines.append(f"  fastmetrics: {fastmetrics_url} (the metrics.k8s.io APIService; "
+                     f"log in {sim.workdir / 'fastmetrics.log'})")
+    lines += [
         "",
         "Try:",
         f"  {kc} get nodes",
         f"  {kc} get pods -A",
         f"  {kc} get --raw /api/v1/nodes/{sim.cluster.nodes[0].name}",
-        "",
-        "fastmetrics' own API server is not wired into the demo yet (it comes with the collect",
-        "and API issues); then `kubectl top` will work against this cluster too.",
-        "Press Ctrl-C to stop.",
-    ])
+    ]
+    if fastmetrics_url is not None:
+        lines += [f"  {kc} top node", f"  {kc} top pod -A"]
+    lines += ["", "Press Ctrl-C to stop."]
+    return "\n".join(lines)
+
+
+DEMO_READY_TIMEOUT_S = 90.0
+"""How long the demo waits for fastmetrics' /readyz (two scrapes at the stock 15 s)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def fastmetrics_command(sim: SimulatedCluster, port: int) -> list[str]:
+    """fastmetrics with the stock manifest flags, on loopback ``port``, certs in the workdir."""
+    return [
+        sys.executable, "-m", "fastmetrics",
+        f"--kubeconfig={sim.metrics_server_kubeconfig}",
+        f"--cert-dir={sim.workdir / 'fastmetrics-certs'}",
+        f"--secure-port={port}", "--bind-address=127.0.0.1",
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+        "--kubelet-use-node-status-port", "--metric-resolution=15s",
+    ]
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"fastmetrics exited with status {proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with session.get(f"{url}/readyz", ssl=False,
+                                       timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fastmetrics was not ready within {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+async def _start_fastmetrics(sim: SimulatedCluster, stack: contextlib.ExitStack,
+                             timeout_s: float = DEMO_READY_TIMEOUT_S) -> str:
+    """Start fastmetrics against ``sim``, register it as the APIService, wait until ready;
+    returns its URL. The process is stopped when ``stack`` closes."""
+    port = _free_port()
+    url = f"https://127.0.0.1:{port}"
+    with (sim.workdir / "fastmetrics.log").open("wb") as log:
+        proc = subprocess.Popen(fastmetrics_command(sim, port), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    stack.callback(_stop_process, proc)
+    await _wait_ready(url, proc, timeout_s)
+    sim.api.register_api_service(url=url, insecure_skip_tls_verify=True)
+    return url
 
 
 async def _run(
@@ -142,11 +219,12 @@ async def _run(
     workdir: Path,
     *,
     ready_file: Path | None,
-    banner: Callable[[SimulatedCluster], str] | None,
+    banner: Callable[[SimulatedCluster, str | None], str] | None,
     out: TextIO,
     stats_interval_s: float,
     api_port: int,
     kubelet_port: int,
+    start_fastmetrics: bool = False,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -157,13 +235,33 @@ async def _run(
             shape, workdir, stats_interval_s=stats_interval_s, api_port=api_port,
             kubelet_port=kubelet_port,
         ) as sim:
-            if ready_file is not None:
-                tmp = ready_file.with_suffix(ready_file.suffix + ".tmp")
-                tmp.write_text(json.dumps(sim.describe(), indent=2))
-                tmp.replace(ready_file)  # readers never see a half-written file
-            if banner is not None:
-                print(banner(sim), file=out, flush=True)
-            await stop.wait()
+            with contextlib.ExitStack() as processes:
+                if ready_file is not None:
+                    tmp = ready_file.with_suffix(ready_file.suffix + ".tmp")
+                    tmp.write_text(json.dumps(sim.describe(), indent=2))
+                    tmp.replace(ready_file)  # readers never see a half-written file
+                if banner is not None:
+                    url = None
+                    if start_fastmetrics:
+                        print("fastmetrics demo: starting fastmetrics and waiting until it is "
+                              "ready (two scrapes) ...", file=out, flush=True)
+                        starting = asyncio.ensure_future(_start_fastmetrics(sim, processes))
+                        stopping = asyncio.ensure_future(stop.wait())
+                        await asyncio.wait({starting, stopping},
+                                           return_when=asyncio.FIRST_COMPLETED)
+                        if stop.is_set():
+                            starting.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await starting
+                            return
+                        stopping.cancel()
+                        try:
+                            url = starting.result()
+                        except RuntimeError as e:
+                            print(f"fastmetrics demo: {e} (see {sim.workdir / 'fastmetrics.log'})"
+                                  "; `kubectl top` will not work", file=out, flush=True)
+                    print(banner(sim, url), file=out, flush=True)
+                await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -187,7 +285,7 @@ def run_simulator(
         coro = _run(
             shape, workdir, ready_file=ready_file, banner=_demo_banner if demo else None,
             out=out, stats_interval_s=stats_interval_s, api_port=api_port,
-            kubelet_port=kubelet_port,
+            kubelet_port=kubelet_port, start_fastmetrics=demo,
         )
         try:
             import uvloop
