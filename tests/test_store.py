@@ -1387,3 +1387,40 @@ def test_worked_example_spec_5_3(kernels: str) -> None:
     # storage points: the node, and coredns, log-shipper, nginx, postgres, worker (not proxy)
     assert (snap.nodes_with_baseline, snap.containers_with_baseline) == (1, 5)
     assert snap.ready()
+
+
+def test_pods_bulk_equals_pod_one_by_one(kernels: str) -> None:
+    """``Snapshot.pods_bulk`` (the column path of long lists) answers as ``pod`` does: pods
+    with usage, pods whose containers were dropped, pods without a baseline, unknown pods."""
+    st = Store(R15)
+    nodes = [Node("a"), Node("b")]
+    s = 1_000_000_000
+    t0 = 10_000 * s
+
+    def tick(k: int) -> Snapshot:
+        out = []
+        for n, node in enumerate(nodes):
+            rows = []
+            for p in range(40):
+                for c in ("app", "side"):
+                    cpu = (p + 1) * 10**9 * (k + 1)
+                    if k and p % 7 == 0 and c == "side":
+                        cpu = 1  # cumulative CPU decreased: the container is dropped
+                    rows.append(C(f"ns{p % 3}", f"pod-{n}-{p}", c, t0 - 3_600 * s,
+                                  t0 + k * 15 * s + p, cpu, (p + 1) << 20))
+            if k:
+                rows.append(C("ns0", f"new-{n}", "app", t0 - 3_600 * s, t0 + k * 15 * s, 5, 6))
+            out.append(node((t0 + k * 15 * s, 10**12 * (k + 1), 1 << 30), *rows))
+        return st.store(out)
+
+    tick(0)
+    snap = tick(1)
+    idents = [(f"ns{p % 3}", f"pod-{n}-{p}") for n in range(2) for p in range(40)]
+    idents += [("ns0", "new-0"), ("ns0", "new-1"), ("ns0", "nope"), ("elsewhere", "pod-0-1")]
+    idents.reverse()
+    one_by_one = [snap.pod(ns, name) for ns, name in idents]
+    assert len(idents) >= 64  # the column path
+    assert snap.pods_bulk(idents) == one_by_one
+    assert snap.pods_bulk(idents[:5]) == one_by_one[:5]
+    assert one_by_one.count(None) == 4
+    assert any(p is not None and len(p.containers) == 1 for p in one_by_one)

@@ -201,6 +201,29 @@ class Snapshot:
         ts = int(self.pod_ts[p]) if items else None
         return PodUsage(namespace, name, ts, int(self.pod_window[p]), items)
 
+    def pods_bulk(self, idents: Sequence[tuple[str, str]]) -> list[PodUsage | None]:
+        """``[self.pod(ns, name) for ns, name in idents]``, for long lists: the columns are
+        read once as Python lists instead of one numpy scalar at a time."""
+        if len(idents) < 64:
+            return [self.pod(ns, name) for ns, name in idents]
+        valid, node = self.pod_valid.tolist(), self.pod_node.tolist()
+        off, order, status = self.pod_off.tolist(), self.order.tolist(), self.status.tolist()
+        key, cpu, mem = self.key_id.tolist(), self.cpu_rate.tolist(), self.memory.tolist()
+        pod_ts, pod_window = self.pod_ts.tolist(), self.pod_window.tolist()
+        node_keys, pod_index, ok = self.node_keys, self.pod_index, STATUS_OK
+        out: list[PodUsage | None] = []
+        append = out.append
+        for ns, name in idents:
+            p = pod_index(ns, name)
+            if p < 0 or not valid[p]:
+                append(None)
+                continue
+            containers = node_keys[node[p]].container
+            items = [ContainerUsage(containers[key[r]], cpu[r], mem[r])
+                     for r in order[off[p]:off[p + 1]] if status[r] == ok]
+            append(PodUsage(ns, name, pod_ts[p] if items else None, pod_window[p], items))
+        return out
+
     def pods(self) -> list[PodUsage]:
         """Every pod with usage this tick, sorted by namespace then name (for tests and tools).
 

@@ -8,8 +8,10 @@ Bodies come from :mod:`.objects`, :mod:`.protobuf` and :mod:`.discovery` unchang
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -262,21 +264,44 @@ def _get_node(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Respons
     return _respond(fmt, body, request)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector off while a list is built (synchronously, on the event loop's
+    thread): a 150,000-pod list allocates ~10^6 acyclic objects, which would otherwise trigger
+    several full collections over them (~0.4 s); reference counting frees them all."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _list_pods(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
+    with _gc_paused():
+        return _list_pods_impl(request, api, fmt)
+
+
+def _list_pods_impl(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
     namespace = request.match_info.get("namespace") or None
     label, fields = _selectors(request)
     include = _include_object(request, fmt)
     now = api.clock_ns()
     snap = api.snapshot()
-    items: list[tuple[str, str, Mapping[str, str], PodUsage]] = []
-    for pod in api.cluster.pods_in(namespace):
-        if not label.matches(pod.labels):
-            continue
-        if not fields.matches({"metadata.name": pod.name, "metadata.namespace": pod.namespace}):
-            continue
-        usage = snap.pod(pod.namespace, pod.name)
-        if usage is not None:
-            items.append((pod.namespace, pod.name, pod.labels, usage))
+    selected = [
+        pod for pod in api.cluster.pods_in(namespace)
+        if label.matches(pod.labels)
+        and fields.matches({"metadata.name": pod.name, "metadata.namespace": pod.namespace})
+    ]
+    idents = [(pod.namespace, pod.name) for pod in selected]
+    bulk = getattr(snap, "pods_bulk", None)  # Snapshot's; any SnapshotView has ``pod``
+    usages = bulk(idents) if bulk is not None else [snap.pod(ns, n) for ns, n in idents]
+    items: list[tuple[str, str, Mapping[str, str], PodUsage]] = [
+        (pod.namespace, pod.name, pod.labels, usage)
+        for pod, usage in zip(selected, usages, strict=True) if usage is not None
+    ]
     items.sort(key=lambda i: (i[0], i[1]))
     _observe(api, now, (u.timestamp_ns for _, _, _, u in items))
     if fmt.kind == "protobuf":

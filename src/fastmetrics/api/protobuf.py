@@ -37,25 +37,29 @@ MAGIC: Final = b"k8s\x00"
 API_VERSION: Final = "metrics.k8s.io/v1beta1"
 _U64: Final = (1 << 64) - 1
 _SMALL: Final = tuple(bytes((i,)) for i in range(128))
+# varints of 0..16383 (one or two bytes: every length inside a pod's message in practice), and
+# 14-bit groups with both continuation bits set, for larger values
+_V_LIMIT: Final = 1 << 14
+_VARINT: Final = _SMALL + tuple(bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(128, _V_LIMIT))
+_CONT2: Final = tuple(bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(_V_LIMIT))
 
 
 def _varint(n: int) -> bytes:
     """Base-128 varint of ``n``; a negative ``n`` is its 64-bit two's complement (int64)."""
-    if 0 <= n < 128:
-        return _SMALL[n]
+    if 0 <= n < _V_LIMIT:
+        return _VARINT[n]
     n &= _U64
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    out = b""
+    while n >= _V_LIMIT:  # 14 bits (two bytes, both with the continuation bit) at a time
+        out += _CONT2[n & 0x3FFF]
+        n >>= 14
+    return out + _VARINT[n]
 
 
 def _ld(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: tag byte(s), varint length, payload."""
     n = len(payload)
-    return tag + (_SMALL[n] if n < 128 else _varint(n)) + payload
+    return tag + (_VARINT[n] if n < _V_LIMIT else _varint(n)) + payload
 
 
 def _str(tag: bytes, s: str) -> bytes:
@@ -154,20 +158,36 @@ def node_metrics_list(
     return _envelope("NodeMetricsList", b"".join(parts))
 
 
+# the bytes before a quantity string of length n in a usage map entry (field 2 of
+# ContainerMetrics): entry{key 1 "cpu"/"memory", value 2 Quantity{string 1}}; quantities are
+# short (at most ~25 characters), the tables go to 100
+_CPU_ENTRY_PREFIX: Final = tuple(
+    b"\x12" + _VARINT[n + 9] + b"\x0a\x03cpu\x12" + _VARINT[n + 2] + b"\x0a" + _VARINT[n]
+    for n in range(100))
+_MEMORY_ENTRY_PREFIX: Final = tuple(
+    b"\x12" + _VARINT[n + 12] + b"\x0a\x06memory\x12" + _VARINT[n + 2] + b"\x0a" + _VARINT[n]
+    for n in range(100))
+
+
 def pod_metrics_list(
     items: Iterable[tuple[str, str, Mapping[str, str], PodUsage]], now_ns: int
 ) -> bytes:
     """A ``PodMetricsList`` protobuf body; items in the order given."""
-    # the per-pod encoder of _pod_raw, with the repeated pieces (namespaces, container names,
-    # quantities, timestamps, windows) encoded once per body
+    # the per-pod encoder of _pod_raw, flattened: the repeated pieces (namespace + fixed
+    # ObjectMeta fields, label entries per labels object, container names, timestamps,
+    # windows) are encoded once per body, lengths come from one varint table, and every
+    # item is one concatenation appended to a single join
     created = _ld(b"\x42", _time(now_ns))
     ns_cache: dict[str, bytes] = {}
-    ts_cache: dict[int | None, bytes] = {}
+    labels_cache: dict[int, tuple[Mapping[str, str], bytes]] = {}
+    sec_cache: dict[int, bytes] = {}
     win_cache: dict[int, bytes] = {}
-    cpu_cache: dict[int, bytes] = {}
-    mem_cache: dict[int, bytes] = {}
     cname_cache: dict[str, bytes] = {}
-    small = _SMALL
+    v = _VARINT
+    c2 = _CONT2
+    lim = _V_LIMIT
+    cpu_pre, mem_pre = _CPU_ENTRY_PREFIX, _MEMORY_ENTRY_PREFIX
+    fcpu, fmem = format_cpu, format_memory
     parts = [_LIST_META]
     append = parts.append
     for namespace, name, labels, u in items:
@@ -177,36 +197,54 @@ def pod_metrics_list(
                 _EMPTY_OBJECT_FIELDS + created
             )
         nb = name.encode()
-        meta = b"\x0a" + (small[len(nb)] if len(nb) < 128 else _varint(len(nb))) + nb + ns
+        n = len(nb)
         if labels:
-            meta += b"".join(
-                [_ld(b"\x5a", _str(b"\x0a", k) + _str(b"\x12", labels[k])) for k in sorted(labels)]
-            )
-        ts = ts_cache.get(u.timestamp_ns)
-        if ts is None:
-            ts = ts_cache[u.timestamp_ns] = _ld(b"\x12", _time(u.timestamp_ns))
-        win = win_cache.get(u.window_ns)
+            hit = labels_cache.get(id(labels))
+            if hit is None or hit[0] is not labels:
+                # keyed by identity (informers share one labels object between pods); the
+                # object is kept in the entry so its id cannot be reused during the call
+                enc = b"".join([_ld(b"\x5a", _str(b"\x0a", k) + _str(b"\x12", labels[k]))
+                                for k in sorted(labels)])
+                labels_cache[id(labels)] = (labels, enc)
+            else:
+                enc = hit[1]
+            meta = b"\x0a" + (v[n] if n < lim else _varint(n)) + nb + ns + enc
+        else:
+            meta = b"\x0a" + (v[n] if n < lim else _varint(n)) + nb + ns
+        t = u.timestamp_ns
+        if t is None:
+            ts = b"\x12\x00"
+        else:
+            # pods rarely share a timestamp, but they share its seconds
+            sec, nanos = divmod(t, 1_000_000_000)
+            sec_b = sec_cache.get(sec)
+            if sec_b is None:
+                sec_b = sec_cache[sec] = b"\x08" + _varint(sec)
+            if nanos < lim:
+                time_b = sec_b + b"\x10" + v[nanos]
+            elif nanos < 1 << 28:
+                time_b = sec_b + b"\x10" + c2[nanos & 0x3FFF] + v[nanos >> 14]
+            else:
+                time_b = (sec_b + b"\x10" + c2[nanos & 0x3FFF] + c2[(nanos >> 14) & 0x3FFF]
+                          + v[nanos >> 28])
+            ts = b"\x12" + v[len(time_b)] + time_b
+        w = u.window_ns
+        win = win_cache.get(w)
         if win is None:
-            win = win_cache[u.window_ns] = _ld(b"\x1a", _duration(u.window_ns))
-        body = [_ld(b"\x0a", meta), ts, win]
+            win = win_cache[w] = _ld(b"\x1a", _duration(w))
+        n = len(meta)
+        body = b"\x0a" + (v[n] if n < lim else _varint(n)) + meta + ts + win
         for c in u.containers:
             cn = cname_cache.get(c.name)
             if cn is None:
                 cn = cname_cache[c.name] = _str(b"\x0a", c.name)
-            cpu = cpu_cache.get(c.cpu_nanocores)
-            if cpu is None:
-                cpu = cpu_cache[c.cpu_nanocores] = _ld(
-                    b"\x12",
-                    b"\x0a\x03cpu" + _ld(b"\x12", _str(b"\x0a", format_cpu(c.cpu_nanocores))),
-                )
-            mem = mem_cache.get(c.memory_bytes)
-            if mem is None:
-                mem = mem_cache[c.memory_bytes] = _ld(
-                    b"\x12",
-                    b"\x0a\x06memory" + _ld(b"\x12", _str(b"\x0a", format_memory(c.memory_bytes))),
-                )
-            body.append(_ld(b"\x22", cn + cpu + mem))
-        append(_ld(b"\x12", b"".join(body)))
+            cpu = fcpu(c.cpu_nanocores).encode()
+            mem = fmem(c.memory_bytes).encode()
+            entries = cpu_pre[len(cpu)] + cpu + mem_pre[len(mem)] + mem
+            n = len(cn) + len(entries)
+            body += b"\x22" + (v[n] if n < lim else _varint(n)) + cn + entries
+        n = len(body)
+        append(b"\x12" + (v[n] if n < lim else _varint(n)) + body)
     return _envelope("PodMetricsList", b"".join(parts))
 
 
