@@ -2,32 +2,19 @@
 (aggregation) -> fastmetrics process, listing metrics.k8s.io objects with the sim's admin
 kubeconfig (``CustomObjectsApi``, as the client's own examples read metrics).
 
-The setup is that of ``test_e2e_kubectl.py`` (the simulated cluster on a background thread's
-event loop, fastmetrics as a subprocess with the stock manifest flags), minus kubectl.
+The stack is tests/_e2e.py's, shared with ``test_e2e_kubectl.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import socket
-import ssl
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from _e2e import running_stack
 
-from fastmetrics.sim.model import ClusterShape
 from fastmetrics.sim.run import SimulatedCluster
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -35,39 +22,6 @@ kubernetes = pytest.importorskip("kubernetes")
 pytestmark = pytest.mark.timeout(180)
 
 GROUP, VERSION = "metrics.k8s.io", "v1beta1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 60.0) -> Any:
-        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-def _readyz(url: str) -> int:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
 
 
 @dataclass
@@ -93,56 +47,8 @@ def _close(api_client: Any) -> None:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("e2e-k8s-client")
-    lt = _LoopThread()
-    sim = SimulatedCluster(ClusterShape(nodes=3, pods_per_node=4, containers_per_pod=2),
-                           tmp / "sim", stats_interval_s=1.0)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        lt.run(sim.start())
-        port = _free_port()
-        with (tmp / "fastmetrics.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fastmetrics",
-                 f"--kubeconfig={sim.metrics_server_kubeconfig}", "--metric-resolution=10s",
-                 "--kubelet-request-timeout=5s",
-                 "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-                 "--kubelet-use-node-status-port", f"--secure-port={port}",
-                 "--bind-address=127.0.0.1", f"--cert-dir={tmp / 'certs'}"],
-                stdout=log, stderr=subprocess.STDOUT)
-
-        async def register() -> None:
-            sim.api.register_api_service(url=f"https://127.0.0.1:{port}",
-                                         insecure_skip_tls_verify=True)
-
-        lt.run(register())
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "fastmetrics.log").read_text()
-            try:
-                status = _readyz(f"https://127.0.0.1:{port}/readyz")
-            except OSError:
-                status = 0
-            if status == 200:
-                break
-            assert time.monotonic() < deadline, (
-                "fastmetrics not ready in 60 s:\n" + (tmp / "fastmetrics.log").read_text())
-            time.sleep(0.5)
-        yield Env(sim)
-    finally:
-        if proc is not None:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        # let the simulated apiserver see the client's connections close (TLS shutdown needs a
-        # few loop turns) before it stops
-        lt.run(asyncio.sleep(0.5))
-        lt.run(sim.stop())
-        lt.close()
+    with running_stack(tmp_path_factory.mktemp("e2e-k8s-client")) as stack:
+        yield Env(stack.sim)
 
 
 def test_load_kube_config_lists_node_metrics(env: Env) -> None:

@@ -6,28 +6,20 @@ can register the APIService); fastmetrics runs as a subprocess with the stock ma
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
+from _e2e import running_stack
 
-from fastmetrics.sim.model import ClusterShape
 from fastmetrics.sim.run import SimulatedCluster
 
 KUBECTL = shutil.which("kubectl")
@@ -38,34 +30,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 60.0) -> Any:
-        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @dataclass
 class Env:
     sim: SimulatedCluster
-    port: int
+    url: str
     tmp: Path
-    proc: subprocess.Popen[bytes]
 
     def kubectl(self, *args: str) -> str:
         assert KUBECTL is not None
@@ -94,52 +63,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if KUBECTL is None:
         pytest.fail("kubectl is required under CI=true")
     tmp = tmp_path_factory.mktemp("e2e")
-    lt = _LoopThread()
-    sim = SimulatedCluster(ClusterShape(nodes=3, pods_per_node=4, containers_per_pod=2),
-                           tmp / "sim", stats_interval_s=1.0)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        lt.run(sim.start())
-        port = _free_port()
-        with (tmp / "fastmetrics.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fastmetrics",
-                 f"--kubeconfig={sim.metrics_server_kubeconfig}", "--metric-resolution=10s",
-                 "--kubelet-request-timeout=5s",
-                 "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-                 "--kubelet-use-node-status-port", f"--secure-port={port}",
-                 "--bind-address=127.0.0.1", f"--cert-dir={tmp / 'certs'}"],
-                stdout=log, stderr=subprocess.STDOUT)
-
-        async def register() -> None:
-            sim.api.register_api_service(url=f"https://127.0.0.1:{port}",
-                                         insecure_skip_tls_verify=True)
-
-        lt.run(register())
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "fastmetrics.log").read_text()
-            try:
-                status, _ = _get(f"https://127.0.0.1:{port}/readyz")
-            except OSError:
-                status = 0
-            if status == 200:
-                break
-            assert time.monotonic() < deadline, (
-                "fastmetrics not ready in 60 s:\n" + (tmp / "fastmetrics.log").read_text())
-            time.sleep(0.5)
-        yield Env(sim, port, tmp, proc)
-    finally:
-        if proc is not None:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        lt.run(sim.stop())
-        lt.close()
+    with running_stack(tmp) as stack:
+        yield Env(stack.sim, stack.url, tmp)
 
 
 def _millicores(text: str) -> float:
@@ -217,7 +142,7 @@ def test_kubectl_get_raw_single_pod(env: Env) -> None:
 
 
 def test_direct_request_with_forged_user_is_unauthorized(env: Env) -> None:
-    base = f"https://127.0.0.1:{env.port}"
+    base = env.url
     for path in ("/apis/metrics.k8s.io/v1beta1/pods", "/apis/metrics.k8s.io/v1beta1"):
         status, body = _get(base + path, {"X-Remote-User": "system:admin",
                                           "X-Remote-Group": "system:masters"})

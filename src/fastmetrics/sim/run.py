@@ -160,16 +160,21 @@ def _free_port() -> int:
         return port
 
 
-def fastmetrics_command(sim: SimulatedCluster, port: int) -> list[str]:
-    """fastmetrics with the stock manifest flags, on loopback ``port``, certs in the workdir."""
-    return [
+def fastmetrics_command(sim: SimulatedCluster, port: int, *, metric_resolution: str = "15s",
+                        kubelet_request_timeout: str | None = None) -> list[str]:
+    """fastmetrics with the stock manifest flags, on loopback ``port``, certs in the workdir
+    (tests pass a shorter resolution and timeout)."""
+    cmd = [
         sys.executable, "-m", "fastmetrics",
         f"--kubeconfig={sim.metrics_server_kubeconfig}",
         f"--cert-dir={sim.workdir / 'fastmetrics-certs'}",
         f"--secure-port={port}", "--bind-address=127.0.0.1",
         "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-        "--kubelet-use-node-status-port", "--metric-resolution=15s",
+        "--kubelet-use-node-status-port", f"--metric-resolution={metric_resolution}",
     ]
+    if kubelet_request_timeout is not None:
+        cmd.append(f"--kubelet-request-timeout={kubelet_request_timeout}")
+    return cmd
 
 
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -199,15 +204,20 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-async def _start_fastmetrics(sim: SimulatedCluster, stack: contextlib.ExitStack,
-                             timeout_s: float = DEMO_READY_TIMEOUT_S) -> str:
-    """Start fastmetrics against ``sim``, register it as the APIService, wait until ready;
-    returns its URL. The process is stopped when ``stack`` closes."""
+async def start_fastmetrics(sim: SimulatedCluster, stack: contextlib.ExitStack,
+                            timeout_s: float = DEMO_READY_TIMEOUT_S, *,
+                            metric_resolution: str = "15s",
+                            kubelet_request_timeout: str | None = None) -> str:
+    """Start fastmetrics against ``sim`` (log in ``<workdir>/fastmetrics.log``), wait until
+    ready, register it as the APIService; returns its URL. The process is stopped when
+    ``stack`` closes. Used by the demo and the end-to-end tests."""
     port = _free_port()
     url = f"https://127.0.0.1:{port}"
+    command = fastmetrics_command(sim, port, metric_resolution=metric_resolution,
+                                  kubelet_request_timeout=kubelet_request_timeout)
     with (sim.workdir / "fastmetrics.log").open("wb") as log:
-        proc = subprocess.Popen(fastmetrics_command(sim, port), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
     stack.callback(_stop_process, proc)
     await _wait_ready(url, proc, timeout_s)
     sim.api.register_api_service(url=url, insecure_skip_tls_verify=True)
@@ -224,7 +234,7 @@ async def _run(
     stats_interval_s: float,
     api_port: int,
     kubelet_port: int,
-    start_fastmetrics: bool = False,
+    with_fastmetrics: bool = False,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -242,10 +252,10 @@ async def _run(
                     tmp.replace(ready_file)  # readers never see a half-written file
                 if banner is not None:
                     url = None
-                    if start_fastmetrics:
+                    if with_fastmetrics:
                         print("fastmetrics demo: starting fastmetrics and waiting until it is "
                               "ready (two scrapes) ...", file=out, flush=True)
-                        starting = asyncio.ensure_future(_start_fastmetrics(sim, processes))
+                        starting = asyncio.ensure_future(start_fastmetrics(sim, processes))
                         stopping = asyncio.ensure_future(stop.wait())
                         await asyncio.wait({starting, stopping},
                                            return_when=asyncio.FIRST_COMPLETED)
@@ -285,7 +295,7 @@ def run_simulator(
         coro = _run(
             shape, workdir, ready_file=ready_file, banner=_demo_banner if demo else None,
             out=out, stats_interval_s=stats_interval_s, api_port=api_port,
-            kubelet_port=kubelet_port, start_fastmetrics=demo,
+            kubelet_port=kubelet_port, with_fastmetrics=demo,
         )
         try:
             import uvloop
