@@ -23,7 +23,9 @@ from fastmetrics.log import (
     log_v,
     reset_logging,
     scrape_logger,
+    set_verbosity,
     setup_logging,
+    verbose,
 )
 
 KLOG_LINE = re.compile(
@@ -190,6 +192,48 @@ def test_log_v_source_is_the_caller_and_keys_may_shadow_record_attributes() -> N
     assert m is not None, line
     assert m["src"] == "test_log.py"
     assert m["rest"] == '"Scraping node" name="n1" msg="m" node="n1"'
+
+
+@pytest.mark.parametrize("verbosity", [0, 1, 2, 4])
+def test_verbose_extra_is_filtered_by_the_handler_only(verbosity: int) -> None:
+    """``extra=verbose(n, ...)``: the record always exists (another handler sees it, as pytest's
+    caplog does in the scrape tests), fastmetrics' handler writes it from ``-v=n`` on, with the
+    key/values in order; JSON carries ``v``."""
+    stream = _capture(verbosity)
+    other = io.StringIO()
+    handler = logging.StreamHandler(other)
+    handler.setFormatter(JsonFormatter())
+    scrape_logger.addHandler(handler)
+    try:
+        scrape_logger.info("Scrape finished",
+                           extra=verbose(1, duration_s=0.5, nodes=3, pods=90, failed=0))
+        scrape_logger.info("Tick details", extra=verbose(2, timeouts=1))
+    finally:
+        scrape_logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == (verbosity >= 1) + (verbosity >= 2)
+    if verbosity >= 1:
+        assert lines[0].endswith('"Scrape finished" duration_s=0.5 nodes=3 pods=90 failed=0')
+    if verbosity >= 2:
+        assert lines[1].endswith('"Tick details" timeouts=1')
+    first, second = (json.loads(line) for line in other.getvalue().splitlines())
+    assert (first["msg"], first["v"], first["pods"]) == ("Scrape finished", 1, 90)
+    assert (second["v"], second["timeouts"]) == (2, 1)
+    assert "klog_v" not in first
+
+
+def test_set_verbosity() -> None:
+    stream = _capture(0)
+    assert set_verbosity(4) == 0
+    assert V(4) and not V(5)
+    scrape_logger.debug("Now written")  # the logger's level follows the verbosity
+    assert set_verbosity(1) == 4
+    scrape_logger.debug("Not written")
+    log_v(scrape_logger, 1, "Written")
+    assert stream.getvalue().count("written") == 1 and stream.getvalue().count("Written") == 1
+    with pytest.raises(ConfigError, match="-v must not be negative, got -2"):
+        set_verbosity(-2)
+    assert log.verbosity() == 1
 
 
 def test_every_stage_logger_is_configured() -> None:

@@ -101,7 +101,7 @@ def test_collects_from_every_kubelet_with_manifest_flags(tmp_path: Path) -> None
              f"--cert-dir={cert_dir}", f"--secure-port={port}", "--bind-address=127.0.0.1",
              "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
              "--kubelet-use-node-status-port", "--metric-resolution=10s",
-             "--kubelet-request-timeout=5s"],
+             "--kubelet-request-timeout=5s", "--v=2"],  # "Scrape finished" is a V(1) line
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         out = _Lines(server)

@@ -7,8 +7,12 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .options import Options
 
 
 def _implementation() -> str:
@@ -176,6 +180,139 @@ def _server_help() -> str:
     )
 
 
+def _os_reason(e: OSError) -> str:
+    """An OS error as Go words it: ``no such file or directory``, ``permission denied``."""
+    text = e.strerror or str(e)
+    return text[:1].lower() + text[1:]
+
+
+def _check_pem_files(options: Options) -> list[str]:
+    """Every certificate, key and CA file named by a flag: readable, PEM, matching pairs."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from .log import go_quote
+
+    errors: list[str] = []
+
+    def read(flag: str, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except OSError as e:
+            errors.append(f"{flag}: cannot read {go_quote(path)}: {_os_reason(e)}")
+            return None
+
+    def certs(flag: str, path: str) -> list[x509.Certificate]:
+        data = read(flag, path)
+        if data is None:
+            return []
+        try:
+            return x509.load_pem_x509_certificates(data)
+        except ValueError:
+            errors.append(f"{flag}: {go_quote(path)} holds no PEM certificate")
+            return []
+
+    def pair(cert_flag: str, cert_path: str, key_flag: str, key_path: str) -> None:
+        chain = certs(cert_flag, cert_path)
+        data = read(key_flag, key_path)
+        if data is None:
+            return
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as e:
+            reason = ("is encrypted" if isinstance(e, TypeError)
+                      else "holds no PEM private key fastmetrics can read")
+            errors.append(f"{key_flag}: {go_quote(key_path)} {reason}")
+            return
+        if not chain:
+            return
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = serialization.Encoding.DER
+        if chain[0].public_key().public_bytes(der, spki) != key.public_key().public_bytes(
+                der, spki):
+            errors.append(f"{key_flag}: the private key in {go_quote(key_path)} does not match "
+                          f"the certificate in {go_quote(cert_path)} ({cert_flag})")
+
+    if options.tls_cert_file and options.tls_private_key_file:
+        pair("--tls-cert-file", options.tls_cert_file,
+             "--tls-private-key-file", options.tls_private_key_file)
+    for sni in options.tls_sni_cert_key:
+        pair("--tls-sni-cert-key", sni.cert_file, "--tls-sni-cert-key", sni.key_file)
+    if options.kubelet_client_certificate and options.kubelet_client_key:
+        pair("--kubelet-client-certificate", options.kubelet_client_certificate,
+             "--kubelet-client-key", options.kubelet_client_key)
+    for flag, path in (("--client-ca-file", options.client_ca_file),
+                       ("--requestheader-client-ca-file", options.requestheader_client_ca_file),
+                       ("--kubelet-certificate-authority",
+                        options.kubelet_certificate_authority)):
+        if path:
+            certs(flag, path)
+    for flag, path in (("--kubeconfig", options.kubeconfig),
+                       ("--authentication-kubeconfig", options.authentication_kubeconfig),
+                       ("--authorization-kubeconfig", options.authorization_kubeconfig)):
+        if path:
+            read(flag, path)
+    return errors
+
+
+def _check_cert_dir(options: Options) -> list[str]:
+    """Without --tls-cert-file the self-signed certificate goes into --cert-dir: it must be
+    writable, or hold the certificate and key already."""
+    import os
+
+    from .log import go_quote
+
+    if options.tls_cert_file and options.tls_private_key_file:
+        return []
+    directory = Path(options.cert_dir)
+    hint = ("(the self-signed serving certificate is written there: give a writable "
+            "--cert-dir, e.g. an emptyDir, or --tls-cert-file and --tls-private-key-file)")
+    if (directory / "apiserver.crt").is_file() and (directory / "apiserver.key").is_file():
+        return []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return [f"--cert-dir: cannot create {go_quote(str(directory))}: {_os_reason(e)} {hint}"]
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return [f"--cert-dir: {go_quote(str(directory))} is not writable {hint}"]
+    return []
+
+
+def _check_port(options: Options) -> list[str]:
+    """The serving port is free (bound and released at once; the server binds it later)."""
+    import errno
+    import ipaddress
+    import socket
+
+    if options.secure_port == 0:
+        return []
+    host = options.bind_address or "0.0.0.0"
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    shown = f"[{host}]:{options.secure_port}" if family == socket.AF_INET6 else \
+        f"{host}:{options.secure_port}"
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, options.secure_port))
+        except OSError as e:
+            hint = ""
+            if e.errno == errno.EACCES and options.secure_port < 1024:
+                hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE: use " \
+                       "--secure-port=10250 as the manifests do)"
+            elif e.errno == errno.EADDRINUSE:
+                hint = (" (with hostNetwork the kubelet holds 10250: choose another "
+                        "--secure-port)")
+            return [f"--secure-port: cannot listen on {shown}: {_os_reason(e)}{hint}"]
+    return []
+
+
+def preflight(options: Options) -> list[str]:
+    """What can be checked before contacting anything, each problem one line naming the flag:
+    every certificate/key/CA/kubeconfig file readable (and PEM, pairs matching), --cert-dir
+    usable, --secure-port free. metrics-server fails on these at start-up too."""
+    return [*_check_pem_files(options), *_check_cert_dir(options), *_check_port(options)]
+
+
 def _cmd_server(argv: list[str]) -> int:
     """``fastmetrics [flags]``: metrics-server's command line."""
     from .errors import ConfigError
@@ -193,6 +330,11 @@ def _cmd_server(argv: list[str]) -> int:
         print(f"fastmetrics {__version__} ({_implementation()})")
         return 0
     errors = validate(options)
+    if errors:
+        for error in errors:
+            print(f"Error: {error}", file=sys.stderr)
+        return 2
+    errors = preflight(options)
     if errors:
         for error in errors:
             print(f"Error: {error}", file=sys.stderr)

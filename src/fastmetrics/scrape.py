@@ -43,6 +43,7 @@ from ._version import __version__
 from .cluster import NodeInfo
 from .decode import DecodedBatch, DecodeError, Decoder, DecoderPy
 from .errors import ScrapeError
+from .log import V, verbose
 from .monitoring import ServerMetrics
 from .store import Snapshot, Store
 
@@ -737,8 +738,33 @@ class Manager:
         self.last_result = result
         self.last_tick_duration_s = duration_s
         self.ticks += 1
-        log.info("Scrape finished", extra={
-            "duration_s": round(duration_s, 3), "nodes": result.node_points,
-            "pods": int(snapshot.pod_node.shape[0]), "failed": len(result.errors),
-        })
+        self._log_tick(result, snapshot, duration_s)
         return snapshot
+
+    @staticmethod
+    def _log_tick(result: ScrapeResult, snapshot: Snapshot, duration_s: float) -> None:
+        """``-v=1``: one summary line per tick (metrics-server's "Scrape finished" is ``V(1)``
+        too); ``-v=2``: the storage side of the tick; ``-v=4``: one line per node scraped
+        successfully (failures are logged as they happen)."""
+        log.info("Scrape finished", extra=verbose(
+            1, duration_s=round(duration_s, 3), nodes=result.node_points,
+            pods=int(snapshot.pod_node.shape[0]), failed=len(result.errors)))
+        if V(2):
+            log.info("Tick details", extra=verbose(
+                2, scraped=len(result.nodes),
+                nodes_with_baseline=snapshot.nodes_with_baseline,
+                containers_with_baseline=snapshot.containers_with_baseline,
+                dropped_pods=sum(b.dropped_pods for _, b in result.batches),
+                skipped_samples=sum(b.skipped_samples for _, b in result.batches),
+                timeouts=result.timeouts, max_jitter_ms=result.max_jitter_ms))
+        if log.isEnabledFor(logging.DEBUG):
+            batches = dict(result.batches)
+            for i, name in enumerate(result.nodes):
+                batch = batches.get(name)
+                if batch is None:
+                    continue
+                log.debug("Scraped node", extra={
+                    "node": name, "duration_s": round(float(result.duration_s[i]), 4),
+                    "node_point": batch.node is not None, "containers": len(batch),
+                    "pods": int(np.unique(batch.pod_id).shape[0]),
+                    "dropped_pods": batch.dropped_pods})
