@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -194,7 +195,10 @@ async def _serve(options: Options, workdir: Path) -> int:
 def run_server(options: Options) -> int:
     """Run with validated ``options`` until SIGTERM or SIGINT; returns the exit status."""
     setup_logging(options.verbosity, options.logging_format)
-    with tempfile.TemporaryDirectory(prefix="fastmetrics-") as tmp:
+    # scratch files go under --cert-dir when it is writable: with the manifests'
+    # readOnlyRootFilesystem it may be the only writable place
+    scratch = options.cert_dir if os.access(options.cert_dir, os.W_OK | os.X_OK) else None
+    with tempfile.TemporaryDirectory(prefix="fastmetrics-", dir=scratch) as tmp:
         coro = _serve(options, Path(tmp))
         try:
             try:
