@@ -19,6 +19,7 @@ valid.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -273,4 +274,23 @@ def check(obj: Any) -> list[str]:
         return [f"apiVersion {key[0]!r} kind {key[1]!r}: not a kind the manifests may use"]
     kind = str(obj.get("kind"))
     out.extend(_metadata_problems(obj, kind, kind not in _CLUSTER_SCOPED))
+    if kind == "APIService":
+        out.extend(_apiservice_problems(obj.get("spec") or {}))
+    return out
+
+
+def _apiservice_problems(spec: dict[str, Any]) -> list[str]:
+    """The apiserver's APIService validation beyond the schema: a CA bundle excludes
+    insecureSkipTLSVerify, and it is base64 of PEM certificates."""
+    out: list[str] = []
+    ca = spec.get("caBundle")
+    if ca and spec.get("insecureSkipTLSVerify"):
+        out.append("spec.insecureSkipTLSVerify: may not be true if caBundle is present")
+    if ca:
+        try:
+            pem = base64.b64decode(ca, validate=True)
+        except ValueError:
+            return [*out, "spec.caBundle: not base64"]
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            out.append("spec.caBundle: not a PEM certificate bundle")
     return out
