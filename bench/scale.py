@@ -1,0 +1,902 @@
+"""The cluster-scale benchmark (issue 8): fastmetrics against a simulated cluster, from outside.
+
+    python -m bench.scale --nodes 1000 --pods-per-node 110
+    python -m bench.scale --nodes 5000 --pods-per-node 30 --ticks 6 --json out.json
+    python -m bench.scale --sweep --out bench/scale-results.json     # the RESULTS.md sweep
+    python -m bench.scale_plot bench/scale-results.json              # its table and plots
+
+Three kinds of process, as in a real cluster:
+
+* the simulated cluster (``python -m fastmetrics sim``: the kube-apiserver stand-in and one
+  HTTPS kubelet per node on its own loopback address 127.x.y.z);
+* fastmetrics itself, started exactly as metrics-server's stock manifest runs it
+  (``--metric-resolution=15s``, ``--kubelet-use-node-status-port``,
+  ``--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname``, ``--cert-dir``,
+  a secure port; kubelet certificates verified against the cluster CA), plus
+  ``--logging-format=json --v=2`` so that its two lines per tick ("Scrape finished", "Tick
+  details") can be read here;
+* this process: it watches fastmetrics through ``/proc`` and its own ``/metrics``, and
+  applies the API load over TLS with the front-proxy client certificate (``X-Remote-User``,
+  ``X-Remote-Group: system:masters``), as the aggregator would.
+
+On a machine with two or more CPUs fastmetrics is pinned to CPU 0 and the simulator and this
+process to CPU 1, so fastmetrics' CPU and latency are its own; the load average is reported.
+
+Measured, over a window of ``--ticks`` whole ticks that starts when a tick finishes (after
+readiness and ``--warmup-ticks`` more ticks, so TLS handshakes and first decodes are outside):
+
+* fastmetrics CPU seconds per tick (utime + stime from ``/proc/<pid>/stat`` over the window,
+  which holds exactly ``--ticks`` ticks and the API load of the same period), and per node;
+* RSS (``VmRSS`` at the end, ``VmHWM`` the peak) and per node;
+* tick duration from its own ``metrics_server_manager_tick_duration_seconds`` (sum/count
+  deltas) and per tick from its log, and the part after the scrape jitter window
+  (``min(8 ms x nodes, 4 s)``, which metrics-server spreads requests over);
+* time from process start to ``/readyz`` 200;
+* age of served data (now - ``timestamp`` of items, once a second);
+* latency of an HPA-like load: ``--hpa-rate`` namespaced PodMetrics lists per second, each
+  with a label selector ``app=<deployment>`` (open loop, measured from each request's
+  scheduled send time, so a stall counts in full), reported overall and for requests sent
+  while a tick was running; and of a VPA-like load: every pod, every ``--vpa-interval`` s.
+
+Everything is bounded by ``--budget-s``; every process started here is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = 1_000_000_000
+API = "/apis/metrics.k8s.io/v1beta1"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+JSON_TYPE = "application/json"
+APPS = ("web", "api", "worker", "cache", "frontend", "checkout", "search")
+"""The sim model's deployments (``app`` label values), in its order."""
+PODS_PER_NAMESPACE = 150
+"""The sim's namespaces are sized so that one namespace holds about this many pods (an
+HPA's list then returns ~20 pods, one deployment's replicas)."""
+SWEEP: tuple[tuple[int, int], ...] = (
+    (100, 30), (1000, 30), (2000, 30), (5000, 30), (100, 110), (1000, 110),
+)
+STRETCH: tuple[int, int] = (5000, 110)
+_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Targets at 5,000 x 30 (issue 8)
+TARGET_MCPU_PER_NODE = 0.07
+TARGET_RSS_MIB_PER_NODE = 0.25
+TARGET_TICK_AFTER_JITTER_S = 2.0
+TARGET_HPA_P99_MS = 10.0
+
+
+# ============================================================================ /proc
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of the whole process (all threads), seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TCK
+
+
+def proc_mem_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MiB."""
+    rss = hwm = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+    return rss, hwm
+
+
+def loadavg() -> tuple[float, float, float]:
+    a, b, c = open("/proc/loadavg").read().split()[:3]  # noqa: SIM115
+    return float(a), float(b), float(c)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = os.sysconf("SC_PHYS_PAGES") * _PAGE / 2**30
+    return (f"{os.cpu_count()} x {cpu}, {mem_gib:.0f} GiB, Linux {platform.release()}, "
+            f"{platform.python_implementation()} {platform.python_version()}")
+
+
+def pin(pid: int, cpus: set[int]) -> bool:
+    try:
+        os.sched_setaffinity(pid, cpus)
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; by pid, only the process started here."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+# ============================================================================ results
+
+
+@dataclass
+class Tick:
+    end_s: float
+    """Wall-clock Unix seconds when the tick finished (from the log line)."""
+    duration_s: float
+    nodes: int
+    pods: int
+    failed: int
+    max_jitter_s: float | None = None
+    """The longest jitter sleep drawn in the tick ("Tick details", -v=2)."""
+    timeouts: int = 0
+
+    @property
+    def start_s(self) -> float:
+        return self.end_s - self.duration_s
+
+
+@dataclass
+class Result:
+    nodes: int
+    pods_per_node: int
+    containers_per_pod: int
+    resolution_s: float
+    date: str
+    machine: str
+    implementation: str
+    pinned: bool
+    namespaces: int
+    hpa_rate: float
+    vpa_interval_s: float
+    accept: str
+    ticks: int = 0
+    sim_ready_s: float = 0.0
+    ready_s: float | None = None
+    cpu_s_per_tick: float = 0.0
+    mcpu_per_node: float = 0.0
+    rss_mib: float = 0.0
+    hwm_mib: float = 0.0
+    rss_mib_per_node: float = 0.0
+    tick_mean_s: float = 0.0
+    tick_max_s: float = 0.0
+    jitter_window_s: float = 0.0
+    tick_after_jitter_max_s: float = 0.0
+    tick_after_jitter_s: list[float] = field(default_factory=list)
+    timeouts_per_tick: list[int] = field(default_factory=list)
+    tick_durations_s: list[float] = field(default_factory=list)
+    failed_per_tick: list[int] = field(default_factory=list)
+    pods_served: int = 0
+    hpa_requests: int = 0
+    hpa_errors: int = 0
+    hpa_skipped: int = 0
+    hpa_items_median: float = 0.0
+    hpa_p50_ms: float | None = None
+    hpa_p99_ms: float | None = None
+    hpa_max_ms: float | None = None
+    hpa_in_tick_requests: int = 0
+    hpa_in_tick_p99_ms: float | None = None
+    hpa_in_tick_max_ms: float | None = None
+    vpa_requests: int = 0
+    vpa_ms: list[float] = field(default_factory=list)
+    vpa_mb: float = 0.0
+    age_median_s: float | None = None
+    age_max_s: float | None = None
+    sim_cpu_s_per_tick: float = 0.0
+    loadavg_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    loadavg_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    log_warnings: int = 0
+    log_errors: int = 0
+    log_samples: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    error: str | None = None
+
+    def check(self) -> list[tuple[str, str, bool]]:
+        """(target, measured, met) at the issue's targets (meaningful at 5,000 x 30)."""
+        out = [
+            (f"CPU < {TARGET_MCPU_PER_NODE} mCPU/node", f"{self.mcpu_per_node:.4f}",
+             self.mcpu_per_node < TARGET_MCPU_PER_NODE),
+            (f"RSS < {TARGET_RSS_MIB_PER_NODE} MiB/node", f"{self.rss_mib_per_node:.3f}",
+             self.rss_mib_per_node < TARGET_RSS_MIB_PER_NODE),
+            (f"tick after jitter < {TARGET_TICK_AFTER_JITTER_S:g} s",
+             f"{self.tick_after_jitter_max_s:.2f}",
+             self.tick_after_jitter_max_s < TARGET_TICK_AFTER_JITTER_S),
+        ]
+        p99 = self.hpa_in_tick_p99_ms
+        out.append((f"HPA p99 during ticks < {TARGET_HPA_P99_MS:g} ms",
+                    "n/a" if p99 is None else f"{p99:.2f}",
+                    p99 is not None and p99 < TARGET_HPA_P99_MS))
+        return out
+
+
+# ============================================================================ processes
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def namespaces_for(nodes: int, pods_per_node: int) -> list[str]:
+    n = max(5, nodes * pods_per_node // PODS_PER_NAMESPACE)
+    return [f"ns-{i:04d}" for i in range(n)]
+
+
+def hpa_targets(nodes: int, pods_per_node: int, namespaces: list[str]
+                ) -> list[tuple[str, str, int]]:
+    """Every (namespace, app) pair that has pods in the simulated cluster, with its pod count:
+    the sim model puts pod j of node i in namespace ``(i * pods_per_node + j) % N`` with
+    ``app = APPS[j % 7]`` (``fastmetrics.sim.model.Cluster._build``)."""
+    counts: dict[tuple[int, int], int] = {}
+    n_ns = len(namespaces)
+    for i in range(nodes):
+        base = i * pods_per_node
+        for j in range(pods_per_node):
+            key = ((base + j) % n_ns, j % len(APPS))
+            counts[key] = counts.get(key, 0) + 1
+    return [(namespaces[k], APPS[a], c) for (k, a), c in sorted(counts.items())]
+
+
+def start_sim(args: argparse.Namespace, workdir: Path, namespaces: list[str]
+              ) -> tuple[subprocess.Popen[bytes], Path]:
+    shape = workdir / "shape.json"  # JSON is YAML
+    shape.write_text(json.dumps({
+        "nodes": args.nodes, "pods_per_node": args.pods_per_node,
+        "containers_per_pod": args.containers_per_pod, "namespaces": namespaces,
+    }))
+    ready = workdir / "sim-ready.json"
+    cmd = [sys.executable, "-m", "fastmetrics", "sim", "--shape", str(shape),
+           "--workdir", str(workdir / "sim"), "--ready-file", str(ready),
+           "--stats-interval", str(args.stats_interval)]
+    with (workdir / "sim.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=_env())
+    return proc, ready
+
+
+def fastmetrics_command(info: dict[str, Any], workdir: Path, port: int,
+                        resolution_s: float) -> list[str]:
+    """metrics-server's stock manifest flags (plus JSON logs for this harness to read)."""
+    return [
+        sys.executable, "-m", "fastmetrics",
+        f"--kubeconfig={info['metrics_server_kubeconfig']}",
+        f"--cert-dir={workdir / 'fastmetrics-certs'}",
+        f"--secure-port={port}", "--bind-address=127.0.0.1",
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+        "--kubelet-use-node-status-port", f"--metric-resolution={resolution_s:g}s",
+        "--logging-format=json", "--v=2",
+    ]
+
+
+# ============================================================================ the run
+
+
+class LogTail:
+    """Reads fastmetrics' JSON log as it grows: ticks, warnings, errors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pos = 0
+        self.buf = b""
+        self.ticks: list[Tick] = []
+        self.warnings = 0
+        self.errors = 0
+        self.samples: list[str] = []
+
+    def poll(self) -> list[Tick]:
+        new: list[Tick] = []
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return new
+        self.pos += len(data)
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        for raw in lines:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                # not a JSON log record (a traceback, uvloop's own print): an error
+                if raw.strip():
+                    self.errors += 1
+                    self._sample(raw.decode(errors="replace"))
+                continue
+            if not isinstance(rec, dict):
+                continue
+            msg = rec.get("msg", "")
+            if msg == "Scrape finished":
+                t = Tick(float(rec["ts"]) / 1000, float(rec.get("duration_s", 0)),
+                         int(rec.get("nodes", 0)), int(rec.get("pods", 0)),
+                         int(rec.get("failed", 0)))
+                self.ticks.append(t)
+                new.append(t)
+            elif msg == "Tick details" and self.ticks:
+                self.ticks[-1].max_jitter_s = float(rec.get("max_jitter_ms", 0)) / 1000
+                self.ticks[-1].timeouts = int(rec.get("timeouts", 0))
+            elif "err" in rec and rec.get("v") is None:
+                self.errors += 1
+                self._sample(raw.decode(errors="replace"))
+            elif msg.startswith("Failed") or "timeout" in msg.lower():
+                self.warnings += 1
+                self._sample(raw.decode(errors="replace"))
+        return new
+
+    def _sample(self, line: str) -> None:
+        if len(self.samples) < 5:
+            self.samples.append(line[:300])
+
+
+async def _wait_file(path: Path, proc: subprocess.Popen[bytes], deadline: float,
+                     what: str) -> dict[str, Any]:
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready in time")
+        await asyncio.sleep(0.1)
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _client_ssl(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # fastmetrics' self-signed serving cert
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _front_proxy_pair(sim_workdir: Path) -> tuple[Path, Path]:
+    certs = sorted((sim_workdir / "pki").glob("front-proxy-client-*.crt"))
+    if not certs:
+        raise RuntimeError(f"no front-proxy client certificate under {sim_workdir / 'pki'}")
+    return certs[0], certs[0].with_suffix(".key")
+
+
+def parse_tick_histogram(text: str) -> tuple[float, float]:
+    s = c = 0.0
+    for line in text.splitlines():
+        if line.startswith("metrics_server_manager_tick_duration_seconds_sum"):
+            s = float(line.split()[-1])
+        elif line.startswith("metrics_server_manager_tick_duration_seconds_count"):
+            c = float(line.split()[-1])
+    return s, c
+
+
+def parse_rfc3339(text: str) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=dt.UTC).timestamp()
+
+
+class Load:
+    """The HPA-like and VPA-like load and the data-age probe, against fastmetrics over TLS."""
+
+    HEADERS = {"X-Remote-User": "bench-scale", "X-Remote-Group": "system:masters"}
+    MAX_IN_FLIGHT = 512
+
+    def __init__(self, session: Any, base: str, targets: list[tuple[str, str, int]],
+                 args: argparse.Namespace, rng: random.Random) -> None:
+        self.s = session
+        self.base = base
+        self.targets = targets
+        self.args = args
+        self.rng = rng
+        self.accept = PROTOBUF if args.accept == "protobuf" else JSON_TYPE
+        # (scheduled wall time, latency s, ok, bytes)
+        self.hpa: list[tuple[float, float, bool, int]] = []
+        self.skipped = 0
+        self.vpa: list[tuple[float, float, int]] = []
+        self.ages: list[float] = []
+        self.items: list[int] = []
+        self.in_flight = 0
+        self.errors: list[str] = []
+
+    def _hpa_path(self) -> str:
+        ns, app, _ = self.rng.choice(self.targets)
+        return f"{API}/namespaces/{ns}/pods?labelSelector=app%3D{app}"
+
+    async def _one_hpa(self, sched_wall: float, sched_mono: float, path: str) -> None:
+        self.in_flight += 1
+        try:
+            async with self.s.get(self.base + path, headers={**self.HEADERS,
+                                                             "Accept": self.accept}) as r:
+                body = await r.read()
+                ok = r.status == 200
+                if not ok and len(self.errors) < 5:
+                    self.errors.append(f"HPA {r.status}: {body[:200]!r}")
+        except Exception as e:  # a failed request is a data point, not the end of the run
+            ok, body = False, b""
+            if len(self.errors) < 5:
+                self.errors.append(f"HPA {type(e).__name__}: {e}")
+        finally:
+            self.in_flight -= 1
+        self.hpa.append((sched_wall, time.monotonic() - sched_mono, ok, len(body)))
+
+    async def hpa_loop(self, stop: asyncio.Event) -> None:
+        rate = self.args.hpa_rate
+        if rate <= 0:
+            return
+        tasks: set[asyncio.Task[None]] = set()
+        t0 = time.monotonic()
+        w0 = time.time()
+        i = 0
+        while not stop.is_set():
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
+            if self.in_flight >= self.MAX_IN_FLIGHT:
+                self.skipped += 1
+            else:
+                task = asyncio.ensure_future(self._one_hpa(w0 + i / rate, due, self._hpa_path()))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            i += 1
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+
+    async def vpa_loop(self, stop: asyncio.Event) -> None:
+        interval = self.args.vpa_interval
+        if interval <= 0:
+            return
+        # the first one a few seconds in, so that it does not always coincide with a tick
+        delay = min(5.0, interval)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                break
+            w, t0 = time.time(), time.monotonic()
+            try:
+                async with self.s.get(self.base + API + "/pods",
+                                      headers={**self.HEADERS, "Accept": self.accept}) as r:
+                    body = await r.read()
+                    if r.status == 200:
+                        self.vpa.append((w, time.monotonic() - t0, len(body)))
+                    elif len(self.errors) < 5:
+                        self.errors.append(f"VPA {r.status}: {body[:200]!r}")
+            except Exception as e:
+                if len(self.errors) < 5:
+                    self.errors.append(f"VPA {type(e).__name__}: {e}")
+            delay = max(0.0, interval - (time.monotonic() - t0))
+
+    async def age_loop(self, stop: asyncio.Event) -> None:
+        """Once a second: a JSON list; age of each item's timestamp at receipt."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                break
+            try:
+                async with self.s.get(self.base + self._hpa_path(),
+                                      headers={**self.HEADERS, "Accept": JSON_TYPE}) as r:
+                    if r.status != 200:
+                        continue
+                    doc = json.loads(await r.read())
+                now = time.time()
+                items = doc.get("items", [])
+                self.items.append(len(items))
+                for it in items:
+                    if it.get("timestamp"):
+                        self.ages.append(now - parse_rfc3339(it["timestamp"]))
+            except Exception as e:
+                if len(self.errors) < 5:
+                    self.errors.append(f"age probe {type(e).__name__}: {e}")
+
+
+def _progress(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
+    import aiohttp
+
+    budget_end = time.monotonic() + args.budget_s
+    started = time.monotonic()
+    namespaces = namespaces_for(args.nodes, args.pods_per_node)
+    impl = "pure Python" if os.environ.get("FASTMETRICS_NO_EXTENSIONS", "") not in ("", "0") \
+        else "compiled"
+    two_cpus = len(os.sched_getaffinity(0)) >= 2 and not args.no_pin
+    res = Result(
+        nodes=args.nodes, pods_per_node=args.pods_per_node,
+        containers_per_pod=args.containers_per_pod, resolution_s=args.resolution,
+        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
+        implementation=impl, pinned=two_cpus, namespaces=len(namespaces),
+        hpa_rate=args.hpa_rate, vpa_interval_s=args.vpa_interval, accept=args.accept,
+        loadavg_start=loadavg(),
+    )
+    cpus = sorted(os.sched_getaffinity(0))
+    if two_cpus:
+        pin(0, {cpus[1]})  # this process (and the load) with the simulator
+    sim, ready_file = start_sim(args, workdir, namespaces)
+    fm: subprocess.Popen[bytes] | None = None
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        if two_cpus:
+            pin(sim.pid, {cpus[1]})
+        _progress(f"simulator starting: {args.nodes} nodes x {args.pods_per_node} pods x "
+                  f"{args.containers_per_pod} containers, {len(namespaces)} namespaces "
+                  f"(pid {sim.pid})")
+        t0 = time.monotonic()
+        info = await _wait_file(ready_file, sim, budget_end, "the simulator")
+        res.sim_ready_s = time.monotonic() - t0
+        _progress(f"simulator ready in {res.sim_ready_s:.1f} s ({info['pods']} pods)")
+        port = free_port()
+        base = f"https://127.0.0.1:{port}"
+        cmd = fastmetrics_command(info, workdir, port, args.resolution)
+        log_path = workdir / "fastmetrics.log"
+        with log_path.open("wb") as log:
+            fm = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=_env())
+        fm_start = time.monotonic()
+        if two_cpus:
+            pin(fm.pid, {cpus[0]})
+        _progress(f"fastmetrics started (pid {fm.pid}, {impl}, "
+                  f"{'pinned to CPU ' + str(cpus[0]) if two_cpus else 'not pinned'})")
+        tail = LogTail(log_path)
+        cert, key = _front_proxy_pair(Path(info["metrics_server_kubeconfig"]).parent)
+        conn = aiohttp.TCPConnector(ssl=_client_ssl(cert, key), limit=64)
+        timeout = aiohttp.ClientTimeout(total=120)
+        no_cert = ssl.create_default_context()
+        no_cert.check_hostname = False
+        no_cert.verify_mode = ssl.CERT_NONE
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session, \
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=no_cert),
+                                      timeout=timeout) as plain:
+            # ---- readiness (as the kubelet's probe: no client certificate)
+            while True:
+                if fm.poll() is not None:
+                    raise RuntimeError(f"fastmetrics exited with status {fm.returncode}; see "
+                                       f"{log_path}")
+                if time.monotonic() > budget_end:
+                    raise TimeoutError("fastmetrics not ready within the budget")
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with plain.get(base + "/readyz",
+                                           timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            break
+                tail.poll()
+                await asyncio.sleep(0.2)
+            res.ready_s = time.monotonic() - fm_start
+            tail.poll()
+            _progress(f"fastmetrics ready after {res.ready_s:.1f} s "
+                      f"({len(tail.ticks)} ticks so far)")
+
+            # ---- load from now on; the window starts after the warm-up ticks
+            targets = hpa_targets(args.nodes, args.pods_per_node, namespaces)
+            load = Load(session, base, targets, args, random.Random(args.seed))
+            stop = asyncio.Event()
+            loops = [asyncio.ensure_future(f(stop)) for f in
+                     (load.hpa_loop, load.vpa_loop, load.age_loop)]
+
+            async def next_tick() -> Tick:
+                limit = time.monotonic() + 3 * args.resolution + 120
+                while True:
+                    if time.monotonic() > limit:
+                        raise TimeoutError(
+                            f"no 'Scrape finished' line in {log_path} for "
+                            f"{3 * args.resolution + 120:.0f} s")
+                    if fm is not None and fm.poll() is not None:
+                        raise RuntimeError(f"fastmetrics exited with status {fm.returncode}")
+                    if time.monotonic() > budget_end:
+                        raise TimeoutError("budget exhausted while waiting for a tick")
+                    new = tail.poll()
+                    if new:
+                        return new[-1]
+                    await asyncio.sleep(0.1)
+
+            async def sample_metrics() -> tuple[float, float]:
+                # with the front-proxy identity, else as the probe does
+                for s in (session, plain):
+                    async with s.get(base + "/metrics", headers=Load.HEADERS) as r:
+                        if r.status == 200:
+                            return parse_tick_histogram((await r.read()).decode())
+                raise RuntimeError(f"GET /metrics: {r.status}")
+
+            try:
+                base_ticks = len(tail.ticks)
+                while len(tail.ticks) < base_ticks + args.warmup_ticks:
+                    t = await next_tick()
+                    _progress(f"warm-up tick: {t.duration_s:.2f} s, {t.pods} pods, "
+                              f"{t.failed} failed")
+                # window start: right after a tick finished
+                if args.warmup_ticks == 0:
+                    await next_tick()
+                c0, s0 = proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)
+                h0 = await sample_metrics()
+                w_start = time.time()
+                hpa_mark = len(load.hpa)
+                if args.py_spy:
+                    spy = subprocess.Popen(
+                        ["py-spy", "record", "--pid", str(fm.pid), "--nonblocking",
+                         "--rate", "50", "--duration",
+                         str(int(args.ticks * args.resolution)),
+                         "--format", args.py_spy_format, "-o", str(args.py_spy)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                window: list[Tick] = []
+                rss_peak = 0.0
+                while len(window) < args.ticks:
+                    t = await next_tick()
+                    window.append(t)
+                    rss, hwm = proc_mem_mib(fm.pid)
+                    rss_peak = max(rss_peak, rss)
+                    cpu = proc_cpu_s(fm.pid) - c0
+                    recent = sorted(x[1] for x in load.hpa[hpa_mark:])
+                    p99 = percentile(recent, 0.99)
+                    _progress(
+                        f"tick {len(window)}/{args.ticks}: {t.duration_s:.2f} s, {t.pods} pods,"
+                        f" {t.failed} failed | fastmetrics CPU {cpu / len(window):.2f} s/tick, "
+                        f"RSS {rss:.0f} MiB | HPA {len(recent)} req, p99 "
+                        f"{'-' if p99 is None else f'{p99 * 1e3:.1f}'} ms | load "
+                        f"{loadavg()[0]:.2f}")
+                c1, s1 = proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)
+                h1 = await sample_metrics()
+                w_end = time.time()
+            finally:
+                stop.set()
+                await asyncio.gather(*loops, return_exceptions=True)
+            rss, hwm = proc_mem_mib(fm.pid)
+            tail.poll()
+        # ---- figures
+        n = args.nodes
+        res.ticks = len(window)
+        res.cpu_s_per_tick = (c1 - c0) / res.ticks
+        res.mcpu_per_node = res.cpu_s_per_tick / args.resolution / n * 1e3
+        res.sim_cpu_s_per_tick = (s1 - s0) / res.ticks
+        res.rss_mib, res.hwm_mib = rss, hwm
+        res.rss_mib_per_node = max(rss, rss_peak) / n
+        dc = h1[1] - h0[1]
+        res.tick_mean_s = (h1[0] - h0[0]) / dc if dc else 0.0
+        res.tick_durations_s = [round(t.duration_s, 3) for t in window]
+        res.tick_max_s = max(res.tick_durations_s)
+        res.jitter_window_s = min(0.008 * n, 4.0)
+        # the work the jitter does not hide: tick time minus the longest jitter sleep drawn
+        # (from "Tick details"; the jitter window when the line is missing)
+        res.tick_after_jitter_s = [
+            round(max(0.0, t.duration_s - (t.max_jitter_s if t.max_jitter_s is not None
+                                           else res.jitter_window_s)), 3) for t in window]
+        res.tick_after_jitter_max_s = max(res.tick_after_jitter_s)
+        res.timeouts_per_tick = [t.timeouts for t in window]
+        res.failed_per_tick = [t.failed for t in window]
+        res.pods_served = window[-1].pods
+        in_window = [h for h in load.hpa if w_start <= h[0] <= w_end]
+        res.hpa_requests = len(in_window)
+        res.hpa_errors = sum(1 for h in in_window if not h[2])
+        res.hpa_skipped = load.skipped
+        lat = sorted(h[1] * 1e3 for h in in_window)
+        res.hpa_p50_ms = percentile(lat, 0.5)
+        res.hpa_p99_ms = percentile(lat, 0.99)
+        res.hpa_max_ms = lat[-1] if lat else None
+        # requests scheduled while a tick was running (tick intervals from the log)
+        spans = [(t.start_s, t.end_s) for t in tail.ticks]
+        during = sorted(h[1] * 1e3 for h in in_window
+                        if any(a <= h[0] <= b for a, b in spans))
+        res.hpa_in_tick_requests = len(during)
+        res.hpa_in_tick_p99_ms = percentile(during, 0.99)
+        res.hpa_in_tick_max_ms = during[-1] if during else None
+        res.vpa_requests = len(load.vpa)
+        res.vpa_ms = [round(v[1] * 1e3, 1) for v in load.vpa]
+        res.vpa_mb = max((v[2] for v in load.vpa), default=0) / 1e6
+        ages = sorted(load.ages)
+        res.age_median_s = percentile(ages, 0.5)
+        res.age_max_s = ages[-1] if ages else None
+        res.hpa_items_median = percentile(sorted(load.items), 0.5) or 0.0
+        res.loadavg_end = loadavg()
+        res.log_warnings, res.log_errors = tail.warnings, tail.errors
+        res.log_samples = tail.samples + load.errors
+        return res
+    finally:
+        if spy is not None:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                stop_process(spy, 5)
+        if fm is not None:
+            stop_process(fm)
+        stop_process(sim)
+        res.wall_s = time.monotonic() - started
+
+
+# ============================================================================ output
+
+
+def _f(v: float | None, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def table(results: Sequence[Result]) -> str:
+    """The markdown table of a run or a sweep."""
+    head = ("| nodes x pods | pods served | ready s | fastmetrics CPU s/tick | mCPU/node | "
+            "RSS MiB (peak) | MiB/node | tick mean / max s | max after jitter s | "
+            "HPA req/s: p50 / p99 / p99 in tick / max ms | VPA all pods ms (MB) | "
+            "data age median / max s | failed/tick | sim CPU s/tick | load avg |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|"]
+    for r in results:
+        if r.error:
+            lines.append(f"| {r.nodes} x {r.pods_per_node} | failed: {r.error} |")
+            continue
+        vpa = ", ".join(f"{v:.0f}" for v in r.vpa_ms) or "-"
+        lines.append(
+            f"| {r.nodes:,} x {r.pods_per_node} | {r.pods_served:,} | {_f(r.ready_s, '.1f')} | "
+            f"{r.cpu_s_per_tick:.2f} | {r.mcpu_per_node:.4f} | {r.rss_mib:.0f} "
+            f"({r.hwm_mib:.0f}) | {r.rss_mib_per_node:.3f} | {r.tick_mean_s:.2f} / "
+            f"{r.tick_max_s:.2f} | {r.tick_after_jitter_max_s:.2f} | {r.hpa_rate:g}: "
+            f"{_f(r.hpa_p50_ms)} / {_f(r.hpa_p99_ms)} / {_f(r.hpa_in_tick_p99_ms)} / "
+            f"{_f(r.hpa_max_ms, '.1f')} | {vpa} ({r.vpa_mb:.1f}) | "
+            f"{_f(r.age_median_s, '.1f')} / {_f(r.age_max_s, '.1f')} | "
+            f"{max(r.failed_per_tick, default=0)} | {r.sim_cpu_s_per_tick:.2f} | "
+            f"{r.loadavg_start[0]:.1f}-{r.loadavg_end[0]:.1f} |")
+    return "\n".join(lines)
+
+
+def report(results: Sequence[Result]) -> str:
+    out = [table(results), ""]
+    for r in results:
+        if r.error:
+            continue
+        out.append(f"{r.nodes:,} x {r.pods_per_node}: ticks {r.tick_durations_s} s, after "
+                   f"the longest jitter sleep {r.tick_after_jitter_s} s (jitter window "
+                   f"{r.jitter_window_s:g} s); timeouts per tick {r.timeouts_per_tick}; "
+                   f"HPA {r.hpa_requests} requests "
+                   f"({r.hpa_in_tick_requests} during ticks, {r.hpa_errors} failed, "
+                   f"{r.hpa_skipped} not sent), median {r.hpa_items_median:g} pods per list; "
+                   f"log: {r.log_warnings} warnings, {r.log_errors} errors")
+        for s in r.log_samples[:3]:
+            out.append(f"    {s}")
+        if (r.nodes, r.pods_per_node) == (5000, 30):
+            for target, measured, met in r.check():
+                out.append(f"    target {target}: {measured} -> {'met' if met else 'MISSED'}")
+    return "\n".join(out)
+
+
+def _run_point(args: argparse.Namespace) -> Result:
+    workdir = Path(tempfile.mkdtemp(prefix="fm-scale-"))
+    try:
+        try:
+            import uvloop
+            return uvloop.run(run_one(args, workdir))
+        except ImportError:  # pragma: no cover
+            return asyncio.run(run_one(args, workdir))
+    finally:
+        if args.keep_workdir:
+            print(f"workdir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--pods-per-node", type=int, default=30)
+    p.add_argument("--containers-per-pod", type=int, default=2)
+    p.add_argument("--ticks", type=int, default=4, help="ticks in the measured window")
+    p.add_argument("--warmup-ticks", type=int, default=1,
+                   help="ticks after readiness before the window (default 1)")
+    p.add_argument("--resolution", type=float, default=15.0,
+                   help="--metric-resolution in seconds (default 15, the stock value)")
+    p.add_argument("--stats-interval", type=float, default=10.0,
+                   help="simulated kubelets' stats refresh, seconds (default 10)")
+    p.add_argument("--hpa-rate", type=float, default=100.0,
+                   help="HPA-like lists per second (default 100: 1,500 HPAs at a 15 s sync)")
+    p.add_argument("--vpa-interval", type=float, default=60.0,
+                   help="seconds between VPA-like all-pod lists (default 60, the VPA "
+                        "recommender's interval; 0: none)")
+    p.add_argument("--accept", choices=("protobuf", "json"), default="protobuf",
+                   help="the load's Accept type (default protobuf, as HPA and VPA use)")
+    p.add_argument("--seed", type=int, default=8)
+    p.add_argument("--budget-s", type=float, default=900.0, help="limit per cluster size")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--sweep", action="store_true",
+                   help="run every size of the RESULTS.md sweep (--nodes/--pods-per-node are "
+                        "ignored); add --stretch for 5,000 x 110")
+    p.add_argument("--stretch", action="store_true", help="with --sweep: also 5,000 x 110")
+    p.add_argument("--json", "--out", dest="json", type=Path, default=None,
+                   help="write the results (a list) as JSON here; a sweep appends each point "
+                        "as it finishes")
+    p.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
+                   help="profile fastmetrics with py-spy over the window into FILE")
+    p.add_argument("--py-spy-format", default="flamegraph",
+                   choices=("flamegraph", "raw", "speedscope"))
+    p.add_argument("--keep-workdir", action="store_true")
+    args = p.parse_args(argv)
+    problems = []
+    if args.nodes < 1 or args.pods_per_node < 0 or args.containers_per_pod < 1:
+        problems.append("--nodes and --containers-per-pod must be >= 1, --pods-per-node >= 0")
+    if args.ticks < 1 or args.warmup_ticks < 0:
+        problems.append("--ticks must be >= 1 and --warmup-ticks >= 0")
+    if args.resolution <= 0 or args.hpa_rate < 0 or args.vpa_interval < 0:
+        problems.append("--resolution must be > 0; --hpa-rate and --vpa-interval >= 0")
+    if args.pods_per_node == 0:
+        problems.append("--pods-per-node 0 leaves nothing to serve")
+    if problems:
+        p.error("; ".join(problems))
+
+    from fastmetrics.scrape import raise_nofile_limit
+
+    raise_nofile_limit()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the processes
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    points = list(SWEEP) + ([STRETCH] if args.stretch else []) if args.sweep else [
+        (args.nodes, args.pods_per_node)]
+    results: list[Result] = []
+    for nodes, ppn in points:
+        point = argparse.Namespace(**{**vars(args), "nodes": nodes, "pods_per_node": ppn})
+        try:
+            r = _run_point(point)
+        except (RuntimeError, TimeoutError, OSError) as e:
+            _progress(f"{nodes} x {ppn} failed: {type(e).__name__}: {e}")
+            r = Result(nodes, ppn, args.containers_per_pod, args.resolution,
+                       dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), machine(),
+                       "", False, 0, args.hpa_rate, args.vpa_interval, args.accept,
+                       error=f"{type(e).__name__}: {e}")
+        results.append(r)
+        if args.json is not None:
+            args.json.write_text(json.dumps([asdict(x) for x in results], indent=1))
+        print()
+        print(report([r]), flush=True)
+    if len(results) > 1:
+        print()
+        print(report(results))
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())
