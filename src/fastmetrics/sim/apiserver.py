@@ -954,6 +954,9 @@ class ApiServer:
       for users allowed to ``impersonate``.
     * Authorization: :attr:`policy` (``system:masters``, then an optional callable, then
       :class:`Rule` s; :func:`default_rules` gives the metrics-server RBAC and discovery).
+    * The ``kube-system/extension-apiserver-authentication`` ConfigMap can be watched;
+      :meth:`rotate_front_proxy_ca` and :meth:`update_auth_configmap` change it (a MODIFIED
+      event), the former also the aggregator's client certificate.
     * Watches: cluster changes are taken synchronously as the :class:`Cluster` makes them;
       the event history holds as many events as ``cluster.history`` (older resourceVersions
       get 410 Gone); bookmarks every ``bookmark_interval`` seconds when asked for.
@@ -1029,6 +1032,9 @@ class ApiServer:
         self._stopping = False
         self._uids: dict[str, str] = {}
         self._cm_cache: tuple[int, dict[str, JSON]] | None = None
+        self._cm_rv: dict[str, int] = {}
+        self._auth_cm_changes: dict[str, str | None] = {}
+        self._front_proxy_generation = 0
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ public API
@@ -1407,8 +1413,9 @@ class ApiServer:
         }
 
     def auth_configmap_data(self) -> dict[str, str]:
-        """The data of kube-system/extension-apiserver-authentication."""
-        return {
+        """The data of kube-system/extension-apiserver-authentication (as kube-apiserver
+        publishes it, with the changes made by :meth:`update_auth_configmap`)."""
+        data = {
             "client-ca-file": self.cluster_ca.cert_pem.decode(),
             "requestheader-allowed-names": '["front-proxy-client"]',
             "requestheader-client-ca-file": self.front_proxy_ca.cert_pem.decode(),
@@ -1416,6 +1423,55 @@ class ApiServer:
             "requestheader-group-headers": '["X-Remote-Group"]',
             "requestheader-username-headers": '["X-Remote-User"]',
         }
+        for key, value in self._auth_cm_changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        return data
+
+    def update_auth_configmap(self, **changes: str | None) -> None:
+        """Change keys of the ``extension-apiserver-authentication`` ConfigMap (``None``
+        removes one; underscores in the names stand for dashes), as an operator editing it
+        would; watchers get a MODIFIED event."""
+        for key, value in changes.items():
+            self._auth_cm_changes[key.replace("_", "-")] = value
+        self._publish_configmap("kube-system", AUTH_CONFIGMAP)
+
+    def rotate_front_proxy_ca(self, ca: CertAuthority | None = None) -> CertAuthority:
+        """Replace the front-proxy CA (a new one in ``cert_dir`` unless given) and the
+        aggregator's client certificate; the ConfigMap changes (a MODIFIED event) and
+        proxied requests use the new certificate from now on. Returns the new CA."""
+        self._front_proxy_generation += 1
+        n = self._front_proxy_generation
+        self.front_proxy_ca = ca or CertAuthority(self.cert_dir, f"front-proxy-{n}")
+        suffix = secrets.token_hex(4)
+        self.front_proxy_client = self.front_proxy_ca.issue(
+            f"front-proxy-client-{suffix}-{n}", "front-proxy-client", client=True)
+        for svc in self.api_services.values():
+            if svc.session is not None:
+                self._close_later(svc.session)
+                svc.session = None
+        self._publish_configmap("kube-system", AUTH_CONFIGMAP)
+        return self.front_proxy_ca
+
+    def _publish_configmap(self, namespace: str, name: str) -> None:
+        """A new resourceVersion for one ConfigMap and a MODIFIED event to its watchers."""
+        key = f"{namespace}/{name}"
+        before = self._configmaps().get(key)
+        self.cluster.resource_version += 1  # configmaps share the cluster's version sequence
+        rv = self.cluster.resource_version
+        self._cm_rv[key] = rv
+        self._rv = rv
+        self._cm_cache = None
+        obj = self._configmaps()[key]
+        attrs: Attrs = ({}, {"metadata.name": name, "metadata.namespace": namespace})
+        change = _Change("MODIFIED", "configmaps", namespace, name, rv, obj, attrs, attrs,
+                         before)
+        self._history.append(change)
+        for w in self._watchers:
+            if w.resource == "configmaps":
+                w.queue.put_nowait(change)
 
     def _configmaps(self) -> dict[str, JSON]:
         """Every ConfigMap, by ``namespace/name``."""
@@ -1434,7 +1490,7 @@ class ApiServer:
                     "apiVersion": "v1",
                     "metadata": {"name": name, "namespace": ns,
                                  "uid": self._static_uid(f"cm/{key}"),
-                                 "resourceVersion": str(self._static_rv),
+                                 "resourceVersion": str(self._cm_rv.get(key, self._static_rv)),
                                  "creationTimestamp": created},
                     "data": data,
                 }
@@ -2269,7 +2325,7 @@ class ApiServer:
         bookmarks = query.get("allowWatchBookmarks", "") in _TRUE
         send_initial = query.get("sendInitialEvents", "")
         initial_events = send_initial in _TRUE or (not send_initial and rv_param in ("", "0"))
-        dynamic = kind.resource in ("nodes", "pods")
+        dynamic = kind.resource in ("nodes", "pods", "configmaps")
         lines: list[bytes] = []
         state: dict[str, bool] = {}
         backlog: list[_Change] = []

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -161,9 +161,10 @@ def _free_port() -> int:
 
 
 def fastmetrics_command(sim: SimulatedCluster, port: int, *, metric_resolution: str = "15s",
-                        kubelet_request_timeout: str | None = None) -> list[str]:
+                        kubelet_request_timeout: str | None = None,
+                        extra_args: Sequence[str] = ()) -> list[str]:
     """fastmetrics with the stock manifest flags, on loopback ``port``, certs in the workdir
-    (tests pass a shorter resolution and timeout)."""
+    (tests pass a shorter resolution and timeout, and maybe more flags)."""
     cmd = [
         sys.executable, "-m", "fastmetrics",
         f"--kubeconfig={sim.metrics_server_kubeconfig}",
@@ -174,6 +175,7 @@ def fastmetrics_command(sim: SimulatedCluster, port: int, *, metric_resolution: 
     ]
     if kubelet_request_timeout is not None:
         cmd.append(f"--kubelet-request-timeout={kubelet_request_timeout}")
+    cmd += extra_args
     return cmd
 
 
@@ -207,14 +209,16 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
 async def start_fastmetrics(sim: SimulatedCluster, stack: contextlib.ExitStack,
                             timeout_s: float = DEMO_READY_TIMEOUT_S, *,
                             metric_resolution: str = "15s",
-                            kubelet_request_timeout: str | None = None) -> str:
+                            kubelet_request_timeout: str | None = None,
+                            extra_args: Sequence[str] = ()) -> str:
     """Start fastmetrics against ``sim`` (log in ``<workdir>/fastmetrics.log``), wait until
     ready, register it as the APIService; returns its URL. The process is stopped when
-    ``stack`` closes. Used by the demo and the end-to-end tests."""
+    ``stack`` closes. Used by the demo and the end-to-end tests (which may add flags)."""
     port = _free_port()
     url = f"https://127.0.0.1:{port}"
     command = fastmetrics_command(sim, port, metric_resolution=metric_resolution,
-                                  kubelet_request_timeout=kubelet_request_timeout)
+                                  kubelet_request_timeout=kubelet_request_timeout,
+                                  extra_args=extra_args)
     with (sim.workdir / "fastmetrics.log").open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
