@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -15,10 +13,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from fastmetrics.api import discovery, objects, protobuf
 from fastmetrics.api.handlers import MetricsAPI, negotiate
+from fastmetrics.auth import allow_everyone
 from fastmetrics.health import HealthState
 from fastmetrics.monitoring import ServerMetrics
 from fastmetrics.selectors import parse_label_selector
-from fastmetrics.server import RequestHeaderAuth, make_app
+from fastmetrics.server import make_app
 from fastmetrics.store import ContainerUsage, NodeUsage, PodUsage
 
 S = 1_000_000_000
@@ -108,7 +107,7 @@ def _api(metrics: ServerMetrics | None = None) -> MetricsAPI:
 
 @pytest.fixture
 async def client(metrics: ServerMetrics) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = make_app(HealthState(), metrics, api=_api(metrics), authenticate=False)
+    app = make_app(HealthState(), metrics, api=_api(metrics), security=allow_everyone())
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -381,104 +380,5 @@ async def test_unknown_api_path_and_index(client: Client) -> None:
     assert not any(p.startswith(f"{P}/") for p in doc["paths"])
 
 
-# ------------------------------------------------------------------ the front-proxy gate
-
-
-class _Transport:
-    def __init__(self, cert: dict[str, Any] | None) -> None:
-        self.cert = cert
-
-    def get_extra_info(self, name: str) -> Any:
-        return self.cert if name == "peercert" else None
-
-
-def _request(cert: dict[str, Any] | None, headers: dict[str, str]) -> Any:
-    from multidict import CIMultiDict
-    return SimpleNamespace(transport=_Transport(cert), headers=CIMultiDict(headers))
-
-
-def _cert(cn: str) -> dict[str, Any]:
-    return {"subject": ((("organizationName", "k8s"),), (("commonName", cn),))}
-
-
-def test_request_header_auth() -> None:
-    auth = RequestHeaderAuth(b"PEM", ("front-proxy-client",))
-    user = {"X-Remote-User": "alice", "X-Remote-Group": "g1"}
-    req = _request(_cert("front-proxy-client"), user)
-    req.headers.add("X-Remote-Group", "g2")
-    assert auth.authenticate(req) == ("alice", ["g1", "g2"])
-    assert auth.authenticate(_request(_cert("someone-else"), user)) is None
-    assert auth.authenticate(_request(None, user)) is None  # no verified client cert
-    assert auth.authenticate(_request(_cert("front-proxy-client"), {})) is None  # no user
-    assert RequestHeaderAuth(b"PEM").authenticate(_request(_cert("anyone"), user)) == (
-        "alice", ["g1"])
-    assert RequestHeaderAuth(None).authenticate(_request(_cert("x"), user)) is None
-
-
-async def test_gate_answers_401_without_front_proxy_cert() -> None:
-    app = make_app(HealthState(), api=_api(), auth=RequestHeaderAuth(b"PEM"))
-    async with TestClient(TestServer(app)) as c:
-        for path in (f"{P}/nodes", "/apis", P, "/openapi/v2", f"{P}/nowhere"):
-            r = await c.get(path, headers={"X-Remote-User": "system:admin"})
-            assert r.status == 401, path
-            doc = orjson.loads(await r.read())
-            assert (doc["reason"], doc["message"], doc["code"]) == (
-                "Unauthorized", "Unauthorized", 401)
-        r = await c.get("/readyz")
-        assert r.status in (200, 500)  # open (not 401)
-        r = await c.get("/version")
-        assert r.status == 200
-
-
-def test_ssl_context_requests_client_certs(tmp_path: Any) -> None:
-    from fastmetrics.options import Options
-    from fastmetrics.server import ssl_context
-    from fastmetrics.sim.certs import CertAuthority
-    ca = CertAuthority(tmp_path / "pki", "front-proxy")
-    opts = Options(cert_dir=str(tmp_path / "certs"))
-    ctx = ssl_context(opts, ca.cert_pem)
-    assert ctx.verify_mode == ssl.CERT_OPTIONAL
-    assert ssl_context(opts).verify_mode == ssl.CERT_NONE
-
-
-# ------------------------------------------------------------------ where the CA comes from
-
-
-class _FakeKubeClient:
-    def __init__(self, data: dict[str, str] | None = None, error: Exception | None = None):
-        self.data, self.error, self.paths = data, error, []  # type: list[str]
-
-    async def get_json(self, path: str) -> dict[str, Any]:
-        self.paths.append(path)
-        if self.error is not None:
-            raise self.error
-        return {"kind": "ConfigMap", "data": self.data}
-
-
-async def test_request_header_auth_sources(tmp_path: Any,
-                                           caplog: pytest.LogCaptureFixture) -> None:
-    from fastmetrics.options import Options
-    from fastmetrics.run import AUTH_CONFIGMAP, request_header_auth
-
-    ca_file = tmp_path / "ca.crt"
-    ca_file.write_bytes(b"FLAG-PEM")
-    client = _FakeKubeClient({"requestheader-client-ca-file": "CM-PEM",
-                              "requestheader-allowed-names": '["front-proxy-client"]'})
-    auth = await request_header_auth(
-        Options(requestheader_client_ca_file=str(ca_file),
-                requestheader_allowed_names=("proxy",)), client)  # type: ignore[arg-type]
-    assert (auth.ca_pem, auth.allowed_names, client.paths) == (b"FLAG-PEM", ("proxy",), [])
-    auth = await request_header_auth(Options(), client)  # type: ignore[arg-type]
-    assert (auth.ca_pem, auth.allowed_names) == (b"CM-PEM", ("front-proxy-client",))
-    assert client.paths == [AUTH_CONFIGMAP]
-    auth = await request_header_auth(
-        Options(), _FakeKubeClient({"requestheader-client-ca-file": "CM-PEM",  # type: ignore[arg-type]
-                                    "requestheader-allowed-names": "[]"}))
-    assert (auth.ca_pem, auth.allowed_names) == (b"CM-PEM", ())
-    caplog.clear()
-    auth = await request_header_auth(
-        Options(), _FakeKubeClient(error=RuntimeError("forbidden")))  # type: ignore[arg-type]
-    assert auth.ca_pem is None
-    assert "401" in caplog.text
-    auth = await request_header_auth(Options(authentication_skip_lookup=True), client)  # type: ignore[arg-type]
-    assert auth.ca_pem is None
+# Authentication and authorization in front of these routes: tests/test_auth.py (units) and
+# tests/test_e2e_security.py (over real TLS against the simulated cluster).

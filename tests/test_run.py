@@ -63,10 +63,12 @@ class _Lines:
         return "".join(self.lines)
 
 
-def _get(port: int, path: str, ctx: ssl.SSLContext) -> tuple[int, bytes]:
+def _get(port: int, path: str, ctx: ssl.SSLContext,
+         token: str | None = None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(f"https://localhost:{port}{path}", headers=headers)
     try:
-        with urllib.request.urlopen(f"https://localhost:{port}{path}", context=ctx,
-                                    timeout=5) as r:
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
             return int(r.status), bytes(r.read())
     except urllib.error.HTTPError as e:
         return int(e.code), bytes(e.read())
@@ -122,10 +124,14 @@ def test_collects_from_every_kubelet_with_manifest_flags(tmp_path: Path) -> None
             assert time.monotonic() < deadline, out.text()
             time.sleep(0.2)
         assert _get(port, "/readyz?verbose", ctx) == (200, READYZ_OK)
-        status, body = _get(port, "/metrics", ctx)
+        # beyond the probes, a user must be authorized (here by a TokenReview as
+        # kubernetes-admin, in system:masters); anonymous is forbidden
+        admin = str(info["admin_token"])
+        status, body = _get(port, "/metrics", ctx, admin)
         assert status == 200
         assert b'metrics_server_kubelet_request_total{success="true"}' in body
-        status, body = _get(port, "/nope", ctx)
+        assert _get(port, "/metrics", ctx)[0] == 403
+        status, body = _get(port, "/nope", ctx, admin)
         assert status == 404 and b'"/readyz/shutdown"' in body
         while out.count('"Scrape finished"') < 2:
             assert time.monotonic() < deadline, out.text()

@@ -15,19 +15,24 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
+from fastmetrics.auth import allow_everyone
 from fastmetrics.health import HealthState
 from fastmetrics.monitoring import CONTENT_TYPE, ServerMetrics
 from fastmetrics.options import Options
 from fastmetrics.server import (
+    _ACCEPT_ANY,
     CERT_FILE_NAME,
     KEY_FILE_NAME,
+    ServingTLS,
     ensure_self_signed,
     graceful_shutdown,
     make_app,
     serve,
     status_body,
 )
+from fastmetrics.sim.certs import CertAuthority, KeyPair
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -39,7 +44,7 @@ def state() -> HealthState:
 
 @pytest.fixture
 async def client(state: HealthState) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = make_app(state, ServerMetrics(60.0, process=False))
+    app = make_app(state, ServerMetrics(60.0, process=False), security=allow_everyone())
 
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("something broke")
@@ -146,7 +151,7 @@ async def test_self_signed_tls_serving(tmp_path: Path) -> None:
     port = _free_port()
     options = Options(bind_address="127.0.0.1", secure_port=port, cert_dir=str(cert_dir))
     state = HealthState()
-    runner = await serve(make_app(state), options)
+    runner = await serve(make_app(state, security=allow_everyone()), options)
     try:
         cert_file = cert_dir / CERT_FILE_NAME
         assert cert_file.exists() and (cert_dir / KEY_FILE_NAME).exists()
@@ -205,7 +210,7 @@ async def test_operator_certificate_is_used(tmp_path: Path) -> None:
     options = Options(bind_address="127.0.0.1", secure_port=port,
                       cert_dir=str(tmp_path / "unused"), tls_cert_file=str(cert),
                       tls_private_key_file=str(key), tls_min_version="VersionTLS13")
-    runner = await serve(make_app(HealthState()), options)
+    runner = await serve(make_app(HealthState(), security=allow_everyone()), options)
     try:
         assert not (tmp_path / "unused").exists()
         ctx = ssl.create_default_context(cafile=str(cert))
@@ -218,5 +223,132 @@ async def test_operator_certificate_is_used(tmp_path: Path) -> None:
             with pytest.raises(aiohttp.ClientError):
                 async with session.get(f"https://localhost:{port}/livez", ssl=old) as r:
                     await r.read()
+    finally:
+        await runner.cleanup()
+
+
+# ------------------------------------------------------------------ client certificates, rotation
+
+
+async def _peer_der(request: web.Request) -> web.Response:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(True) if ssl_object is not None else None
+    return web.Response(text=f"{len(der) if der else 0}")
+
+
+async def _peer_app_runner(options: Options, tls: ServingTLS) -> web.AppRunner:
+    app = make_app(HealthState(), security=allow_everyone())
+    app.router.add_get("/peer", _peer_der)
+    return await serve(app, options, tls=tls)
+
+
+def _client(ca: Path, pair: KeyPair | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if pair is not None:
+        ctx.load_cert_chain(pair.cert_file, pair.key_file)
+    return ctx
+
+
+async def _served_cert(port: int, ca: Path) -> x509.Certificate:
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=_client(ca),
+                                              server_hostname="localhost")
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(True)
+        return x509.load_der_x509_certificate(der)
+    finally:
+        writer.close()
+
+
+async def test_any_client_certificate_reaches_the_application(tmp_path: Path) -> None:
+    """Go asks for a client certificate and verifies it in the authenticators: a certificate
+    from an unknown CA completes the handshake (and gets its 401 there)."""
+    assert _ACCEPT_ANY.available, _ACCEPT_ANY.reason
+    serving = CertAuthority(tmp_path / "pki", "serving")
+    pair = serving.issue("srv", "localhost", dns_names=("localhost",), server=True)
+    stranger = CertAuthority(tmp_path / "pki", "nobody-knows-me").issue("c", "x", client=True)
+    port = _free_port()
+    options = Options(bind_address="127.0.0.1", secure_port=port,
+                      tls_cert_file=str(pair.cert_file), tls_private_key_file=str(pair.key_file))
+    tls = ServingTLS(options)
+    assert tls.accepts_any_client_cert
+    assert tls.context.verify_mode == ssl.CERT_OPTIONAL
+    runner = await _peer_app_runner(options, tls)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for ctx, expect in ((_client(serving.cert_file, stranger), True),
+                                (_client(serving.cert_file), False)):
+                async with session.get(f"https://localhost:{port}/peer", ssl=ctx) as r:
+                    assert r.status == 200
+                    assert (int(await r.text()) > 0) is expect
+    finally:
+        await runner.cleanup()
+
+
+async def test_serving_certificate_rotation(tmp_path: Path) -> None:
+    ca = CertAuthority(tmp_path / "pki", "serving")
+    first = ca.issue("one", "one", dns_names=("localhost",), server=True)
+    second = ca.issue("two", "two", dns_names=("localhost",), server=True)
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(first.cert_file.read_bytes())
+    key.write_bytes(first.key_file.read_bytes())
+    port = _free_port()
+    options = Options(bind_address="127.0.0.1", secure_port=port, tls_cert_file=str(cert),
+                      tls_private_key_file=str(key))
+    tls = ServingTLS(options, interval_s=0.05)
+    runner = await _peer_app_runner(options, tls)
+    polling = asyncio.ensure_future(tls.run())
+    try:
+        cn = NameOID.COMMON_NAME
+        assert (await _served_cert(port, ca.cert_file)).subject.get_attributes_for_oid(
+            cn)[0].value == "one"
+        # half way through a rotation (new certificate, old key): the old pair stays
+        cert.write_bytes(second.cert_file.read_bytes())
+        await asyncio.sleep(0.3)
+        assert tls.reloads == 0
+        assert (await _served_cert(port, ca.cert_file)).subject.get_attributes_for_oid(
+            cn)[0].value == "one"
+        key.write_bytes(second.key_file.read_bytes())
+        for _ in range(200):
+            if tls.reloads:
+                break
+            await asyncio.sleep(0.05)
+        assert tls.reloads == 1
+        assert (await _served_cert(port, ca.cert_file)).subject.get_attributes_for_oid(
+            cn)[0].value == "two"
+    finally:
+        polling.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await polling
+        await runner.cleanup()
+
+
+async def test_openssl_verification_when_the_hook_is_off(tmp_path: Path) -> None:
+    """Without the verify hook OpenSSL checks client certificates against the union of the
+    CAs: an unknown CA fails the handshake; a CA change applies to the next handshake."""
+    pki = tmp_path / "pki"
+    serving = CertAuthority(pki, "serving")
+    pair = serving.issue("srv", "localhost", dns_names=("localhost",), server=True)
+    trusted, later = CertAuthority(pki, "trusted"), CertAuthority(pki, "later")
+    good = trusted.issue("good", "good", client=True)
+    newer = later.issue("newer", "newer", client=True)
+    bundle = {"pem": trusted.cert_pem}
+    port = _free_port()
+    options = Options(bind_address="127.0.0.1", secure_port=port,
+                      tls_cert_file=str(pair.cert_file), tls_private_key_file=str(pair.key_file))
+    tls = ServingTLS(options, client_cas=lambda: bundle["pem"], accept_any_client_cert=False)
+    assert not tls.accepts_any_client_cert
+    runner = await _peer_app_runner(options, tls)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def peer(pair: KeyPair | None) -> int:
+                async with session.get(f"https://localhost:{port}/peer",
+                                       ssl=_client(serving.cert_file, pair)) as r:
+                    return int(await r.text())
+            assert await peer(good) > 0
+            assert await peer(None) == 0
+            with pytest.raises(aiohttp.ClientError):
+                await peer(newer)
+            bundle["pem"] = trusted.cert_pem + later.cert_pem
+            assert await peer(newer) > 0
     finally:
         await runner.cleanup()

@@ -3,9 +3,11 @@
 The informers sync first (SPEC §2.1: nothing listens before); then one tick per
 ``--metric-resolution`` scrapes every selected kubelet and stores the result, while the HTTPS
 server (:mod:`fastmetrics.server`) serves the health endpoints, ``/metrics``, the path index and
-the ``metrics.k8s.io`` API (behind the front-proxy gate: the request-header CA comes from
-``--requestheader-client-ca-file`` or the ``kube-system/extension-apiserver-authentication``
-ConfigMap, read once at start).
+the ``metrics.k8s.io`` API, every request authenticated and authorized (:mod:`fastmetrics.auth`:
+CAs from the flags or the ``kube-system/extension-apiserver-authentication`` ConfigMap,
+TokenReviews and SubjectAccessReviews with the ``--authentication-kubeconfig`` and
+``--authorization-kubeconfig`` clients, each defaulting to the ``--kubeconfig`` one, i.e.
+in-cluster when that is empty too).
 
 SIGTERM (or SIGINT): ``/readyz`` fails at once, the server keeps serving for
 ``--shutdown-delay-duration``, stops accepting, lets in-flight requests finish; the tick loop
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import signal
@@ -27,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 from .api.handlers import MetricsAPI
-from .cluster import ClientConfig, ClusterState, KubeClient, NodeInfo, load_client_config
+from .auth import build_security
+from .cluster import ClientConfig, ClusterState, NodeInfo, load_client_config
 from .errors import ConfigError
 from .health import HealthState
 from .log import setup_logging
@@ -35,10 +37,10 @@ from .monitoring import ServerMetrics
 from .options import Options
 from .scrape import KubeletClientConfig, Manager, Scraper
 from .selectors import parse_label_selector
-from .server import RequestHeaderAuth, graceful_shutdown, make_app, serve, ssl_context
+from .server import ServingTLS, graceful_shutdown, make_app, serve
 from .store import Store
 
-__all__ = ["kubelet_client_config", "request_header_auth", "run_server"]
+__all__ = ["kubelet_client_config", "review_clients", "run_server"]
 
 log = logging.getLogger("fastmetrics.server")
 
@@ -69,51 +71,16 @@ def kubelet_client_config(options: Options, client: ClientConfig,
     )
 
 
-AUTH_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
-
-
-def _json_list(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return ()
-    return tuple(str(v) for v in value) if isinstance(value, list) else ()
-
-
-async def request_header_auth(options: Options, client: KubeClient) -> RequestHeaderAuth:
-    """The front-proxy authenticator: the CA and allowed names from the --requestheader-* flags,
-    else from the ``extension-apiserver-authentication`` ConfigMap (read once). Without a CA
-    the metrics.k8s.io routes answer 401 (a warning says so)."""
-    users = tuple(options.requestheader_username_headers)
-    groups = tuple(options.requestheader_group_headers)
-    if options.requestheader_client_ca_file:
-        try:
-            ca = Path(options.requestheader_client_ca_file).read_bytes()
-        except OSError as e:
-            raise ConfigError(f"--requestheader-client-ca-file: {e}") from None
-        return RequestHeaderAuth(ca, tuple(options.requestheader_allowed_names), users, groups)
-    if options.authentication_skip_lookup:
-        data: dict[str, str] = {}
-    else:
-        try:
-            cm = await client.get_json(AUTH_CONFIGMAP)
-            data = cm.get("data") or {}
-        except Exception as e:
-            log.warning("Unable to read the authentication ConfigMap",
-                        extra={"configmap": "kube-system/extension-apiserver-authentication",
-                               "err": str(e)})
-            data = {}
-    ca_text = data.get("requestheader-client-ca-file")
-    if not ca_text:
-        log.warning("No request-header client CA (--requestheader-client-ca-file or "
-                    "kube-system/extension-apiserver-authentication): the metrics.k8s.io API "
-                    "will answer 401 to every request")
-        return RequestHeaderAuth(None)
-    allowed = tuple(options.requestheader_allowed_names) or _json_list(
-        data.get("requestheader-allowed-names"))
-    return RequestHeaderAuth(ca_text.encode(), allowed, users, groups)
+def review_clients(options: Options, client: ClientConfig
+                   ) -> tuple[ClientConfig, ClientConfig]:
+    """The clients for authentication (ConfigMap lookups, TokenReviews) and authorization
+    (SubjectAccessReviews): ``--authentication-kubeconfig`` and ``--authorization-kubeconfig``,
+    else ``client`` (``--kubeconfig``, or in-cluster). Raises ConfigError."""
+    authn = (load_client_config(options.authentication_kubeconfig)
+             if options.authentication_kubeconfig else client)
+    authz = (load_client_config(options.authorization_kubeconfig)
+             if options.authorization_kubeconfig else client)
+    return authn, authz
 
 
 def _server_address(options: Options, port: int) -> str:
@@ -163,16 +130,23 @@ async def _serve(options: Options, workdir: Path) -> int:
                 pods_synced=state.pod_informer.synced.is_set,
                 collection_timely=manager.timely,
             )
-            auth = await request_header_auth(options, state.client)
             api = MetricsAPI(state, lambda: store.snapshot, node_selector, metrics,
                              _server_address(options, options.secure_port))
+            security = await build_security(options, *review_clients(options, client))
             try:
-                ctx = ssl_context(options, auth.ca_pem)
-                runner = await serve(make_app(health, metrics, api=api, auth=auth), options,
-                                     ssl_ctx=ctx)
+                tls = ServingTLS(options, client_cas=lambda: security.authenticator.config
+                                 .client_ca_bundle())
+                runner = await serve(make_app(health, metrics, api=api, security=security),
+                                     options, tls=tls)
             except OSError as e:
+                await security.stop()
                 log.error("Failed to start the secure server", extra={"err": str(e)})
                 return 1
+            except BaseException:
+                await security.stop()
+                raise
+            await security.start()
+            reloading = asyncio.ensure_future(tls.run())
             ticking = asyncio.ensure_future(manager.run())
             waiting = asyncio.ensure_future(stop.wait())
             try:
@@ -183,6 +157,10 @@ async def _serve(options: Options, workdir: Path) -> int:
                                         options.shutdown_delay_duration_ns / NS_PER_S)
                 manager.stop()
                 waiting.cancel()
+                reloading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reloading
+                await security.stop()
             if ticking in done:
                 ticking.result()  # the tick loop failed: let the exception end the process
             else:

@@ -1,6 +1,7 @@
 """The HTTPS server: health endpoints, ``/metrics``, the path index, TLS and graceful shutdown.
 
-:func:`make_app` builds the aiohttp application (SPEC §5.9, §5.10, §7):
+:func:`make_app` builds the aiohttp application (SPEC §5.9, §5.10, §6, §7). Every request
+passes :class:`fastmetrics.auth.Security` first (authentication, authorization), then:
 
 * ``/healthz``, ``/livez``, ``/readyz`` and ``/<endpoint>/<check>`` for every check, any method
   (as the Go mux serves them), bodies from :mod:`fastmetrics.health`, with
@@ -12,14 +13,17 @@
 * one middleware turns any unexpected exception into a 500 ``InternalError`` Status (logged with
   its traceback, never sent).
 
-:func:`serve` starts it over TLS on ``--bind-address:--secure-port`` with the operator's
-certificate or a self-signed one kept in ``--cert-dir`` (:func:`ensure_self_signed`);
-:func:`graceful_shutdown` is the SIGTERM sequence.
+:func:`serve` starts it over TLS on ``--bind-address:--secure-port`` with the contexts of
+:class:`ServingTLS`: the operator's certificate (reloaded when the files change) or a
+self-signed one kept in ``--cert-dir`` (:func:`ensure_self_signed`), client certificates
+requested and left to :mod:`fastmetrics.auth` to verify; :func:`graceful_shutdown` is the
+SIGTERM sequence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import datetime as dt
 import ipaddress
 import json
@@ -27,8 +31,8 @@ import logging
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +44,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .api.handlers import PREFIX as RESOURCE_PREFIX
 from .api.handlers import MetricsAPI, add_routes
+from .auth import FileWatch, Security, status_json
+from .errors import ConfigError
 from .health import ENDPOINTS, Check, HealthState, checks_for, evaluate, evaluate_one
 from .monitoring import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .monitoring import ServerMetrics
@@ -51,12 +57,12 @@ __all__ = [
     "HEALTH_KEY",
     "KEY_FILE_NAME",
     "METRICS_KEY",
-    "RequestHeaderAuth",
+    "SECURITY_KEY",
+    "ServingTLS",
     "ensure_self_signed",
     "graceful_shutdown",
     "make_app",
     "serve",
-    "ssl_context",
     "status_body",
 ]
 
@@ -65,6 +71,7 @@ log = logging.getLogger("fastmetrics.server")
 HEALTH_KEY: Final = web.AppKey("health", HealthState)
 CHECKS_KEY: Final = web.AppKey("checks", dict[str, list[Check]])
 METRICS_KEY: Final = web.AppKey("metrics", ServerMetrics)
+SECURITY_KEY: Final = web.AppKey("security", Security)
 
 CERT_FILE_NAME: Final = "apiserver.crt"
 KEY_FILE_NAME: Final = "apiserver.key"
@@ -82,10 +89,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def status_body(code: int, reason: str, message: str, details: dict[str, Any]) -> bytes:
-    """A ``metav1.Status`` failure, field order and trailing newline as the apiserver's JSON."""
-    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-              "message": message, "reason": reason, "details": details, "code": code}
-    return json.dumps(status, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """A ``metav1.Status`` failure, field order, escaping and trailing newline as the
+    apiserver's JSON."""
+    return status_json({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "message": message, "reason": reason,
+                        "details": details, "code": code})
 
 
 def _status(code: int, reason: str, message: str, details: dict[str, Any]) -> web.Response:
@@ -155,80 +163,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                        {"causes": [{"message": text}]})
 
 
-# ================================================================================ authentication
-
-
-@dataclass(frozen=True)
-class RequestHeaderAuth:
-    """The front-proxy (request-header) authenticator of SPEC §6.1.
-
-    ``ca_pem`` is the request-header client CA (None: unavailable, every gated request is
-    401); the TLS context verifies client certificates against it (:func:`ssl_context`), so a
-    peer certificate present on the connection has been verified. ``allowed_names`` empty
-    accepts any CN.
-    """
-
-    ca_pem: bytes | None
-    allowed_names: tuple[str, ...] = ()
-    username_headers: tuple[str, ...] = ("X-Remote-User",)
-    group_headers: tuple[str, ...] = ("X-Remote-Group",)
-
-    def authenticate(self, request: web.Request) -> tuple[str, list[str]] | None:
-        """``(user, groups)`` from a verified front-proxy request, else None."""
-        if self.ca_pem is None or request.transport is None:
-            return None
-        cert = request.transport.get_extra_info("peercert")
-        if not cert:
-            return None
-        cn = next((value for rdn in cert.get("subject", ()) for key, value in rdn
-                   if key == "commonName"), None)
-        if cn is None or (self.allowed_names and cn not in self.allowed_names):
-            return None
-        user = next((v for h in self.username_headers for v in request.headers.getall(h, [])
-                     if v), "")
-        if not user:
-            return None
-        groups = [v for h in self.group_headers for v in request.headers.getall(h, [])]
-        return user, groups
-
-
-USER_KEY: Final = "fastmetrics.user"
-UNAUTHORIZED_BODY: Final = (b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
-                            b'"message":"Unauthorized","reason":"Unauthorized","code":401}\n')
-
-
-def _gated(path: str) -> bool:
-    return path == "/apis" or path.startswith(("/apis/", "/openapi/"))
-
-
-def auth_middleware(auth: RequestHeaderAuth | None) -> Callable[..., Awaitable[Any]]:
-    """Requests to ``/apis`` and ``/openapi`` must come through the front proxy (401
-    otherwise); other paths (health, ``/metrics``, ``/version``) pass."""
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _gated(request.path):
-            who = auth.authenticate(request) if auth is not None else None
-            if who is None:
-                return web.Response(status=401, body=UNAUTHORIZED_BODY,
-                                    headers={"Content-Type": JSON_CONTENT_TYPE})
-            request[USER_KEY] = who
-        return await handler(request)
-    return middleware
+# ================================================================================ the app
 
 
 def make_app(state: HealthState, metrics: ServerMetrics | None = None, *,
-             api: MetricsAPI | None = None, auth: RequestHeaderAuth | None = None,
-             authenticate: bool = True) -> web.Application:
+             api: MetricsAPI | None = None, security: Security) -> web.Application:
     """The application: health endpoints, ``/metrics`` (with ``metrics``), the 404 index and,
-    with ``api``, the metrics.k8s.io routes behind the front-proxy gate (``auth``; None
-    answers 401). ``authenticate=False`` removes the gate (unit tests only)."""
-    middlewares: list[Any] = [error_middleware]
-    if api is not None and authenticate:
-        middlewares.insert(0, auth_middleware(auth))
-    app = web.Application(middlewares=middlewares)
+    with ``api``, the metrics.k8s.io routes; every request passes ``security`` first
+    (authentication, authorization: SPEC §6), then the error middleware."""
+    app = web.Application(middlewares=[security.middleware, error_middleware])
     if api is not None:
         add_routes(app, api)
     app[HEALTH_KEY] = state
+    app[SECURITY_KEY] = security
     checks = checks_for(state)
     app[CHECKS_KEY] = checks
     for endpoint in ENDPOINTS:
@@ -358,37 +305,203 @@ def ensure_self_signed(cert_dir: str | os.PathLike[str],
     return cert_file, key_file
 
 
-def ssl_context(options: Options, client_ca: bytes | None = None) -> ssl.SSLContext:
-    """The serving TLS context from the secure-serving flags; with ``client_ca`` (PEM) client
-    certificates are requested (optional) and verified against it."""
-    if options.tls_cert_file and options.tls_private_key_file:
-        cert_file, key_file = Path(options.tls_cert_file), Path(options.tls_private_key_file)
-    else:
-        cert_file, key_file = ensure_self_signed(options.cert_dir)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = _GO_TLS_VERSIONS.get(options.tls_min_version, ssl.TLSVersion.TLSv1_2)
-    if ctx.minimum_version < ssl.TLSVersion.TLSv1_2:
-        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    ciphers = [_GO_CIPHERS[c] for c in options.tls_cipher_suites if c in _GO_CIPHERS]
-    if ciphers:
-        ctx.set_ciphers(":".join(ciphers))
-    ctx.load_cert_chain(cert_file, key_file)
-    if client_ca is not None:
+class _AcceptAnyClientCert:
+    """Makes an ``ssl.SSLContext`` ask for a client certificate and accept whichever one is
+    presented, leaving the verification to :mod:`fastmetrics.auth` (as Go's
+    ``tls.RequestClientCert``).
+
+    Python's ``ssl`` has no verify callback, and with ``CERT_OPTIONAL`` OpenSSL fails the
+    handshake for a certificate from an unknown CA, where Go answers 401. So this installs,
+    through ctypes, an OpenSSL certificate-verify callback that accepts, on the ``SSL_CTX``
+    behind the context (the first field of CPython's ``PySSLContext``). It is used only when
+    the OpenSSL library ``_ssl`` runs on answers by the expected symbols and version and the
+    pointer reads back the context's own settings; otherwise :attr:`available` is False and
+    :class:`ServingTLS` lets OpenSSL verify against the CA bundles instead (unknown CAs then
+    fail the handshake)."""
+
+    SSL_VERIFY_PEER: Final = 1
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self._set: Any = None
+        self._callback: Any = None
+        try:
+            import _ssl
+            if sys.implementation.name != "cpython":
+                raise OSError(f"not CPython ({sys.implementation.name})")
+            lib = ctypes.CDLL(_ssl.__file__)
+            version = lib.OpenSSL_version_num
+            version.argtypes, version.restype = [], ctypes.c_ulong
+            if version() != ssl.OPENSSL_VERSION_NUMBER:
+                raise OSError("the OpenSSL found is not the one the ssl module uses")
+            callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+            self._set = lib.SSL_CTX_set_cert_verify_callback
+            self._set.argtypes = [ctypes.c_void_p, callback_type, ctypes.c_void_p]
+            self._set.restype = None
+            self._get_mode = lib.SSL_CTX_get_verify_mode
+            self._get_mode.argtypes, self._get_mode.restype = [ctypes.c_void_p], ctypes.c_int
+            self._get_options = lib.SSL_CTX_get_options
+            self._get_options.argtypes = [ctypes.c_void_p]
+            self._get_options.restype = ctypes.c_uint64
+            self._callback = callback_type(lambda _store, _arg: 1)
+        except (OSError, AttributeError, ImportError) as e:
+            self.reason = str(e) or type(e).__name__
+            self._set = None
+
+    @property
+    def available(self) -> bool:
+        return self._set is not None
+
+    def apply(self, ctx: ssl.SSLContext) -> bool:
+        """Install on ``ctx`` (sets ``CERT_OPTIONAL``); False when it could not be done."""
+        if self._set is None:
+            return False
         ctx.verify_mode = ssl.CERT_OPTIONAL
-        ctx.load_verify_locations(cadata=client_ca.decode())
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
+        ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+        if not ptr or ptr % 8:
+            self.reason = "unexpected ssl.SSLContext layout"
+            return False
+        if self._get_mode(ptr) != self.SSL_VERIFY_PEER or \
+                self._get_options(ptr) != int(ctx.options):
+            self.reason = "the SSL_CTX pointer does not read back the context's settings"
+            return False
+        self._set(ptr, self._callback, None)
+        return True
+
+
+_ACCEPT_ANY: Final = _AcceptAnyClientCert()
+
+
+class ServingTLS:
+    """The serving TLS contexts from the secure-serving flags (SPEC §8.2, §6.4).
+
+    * The certificate is ``--tls-cert-file``/``--tls-private-key-file``, re-read when the files
+      change (polled every ``interval_s`` by :meth:`run`, as cert-manager rotates them), or a
+      self-signed one kept in ``--cert-dir`` (:func:`ensure_self_signed`).
+    * ``--tls-min-version`` and ``--tls-cipher-suites`` (Go names mapped to OpenSSL's), ALPN
+      ``http/1.1``.
+    * Client certificates are requested and accepted whatever their issuer (see
+      :class:`_AcceptAnyClientCert`); :mod:`fastmetrics.auth` verifies them. Where that hook
+      is unavailable (or ``accept_any_client_cert=False``) OpenSSL verifies them against
+      ``client_cas()`` (the union of the client and request-header CAs), re-read when it
+      changes.
+
+    :attr:`context` goes to the listening socket; every handshake switches (SNI callback) to
+    the newest context, so a rotation applies to new connections without a restart.
+    """
+
+    def __init__(self, options: Options, *, client_cas: Callable[[], bytes] | None = None,
+                 interval_s: float = 1.0, accept_any_client_cert: bool = True) -> None:
+        self.options = options
+        self.interval_s = interval_s
+        self._client_cas = client_cas
+        self._watches: tuple[FileWatch, FileWatch] | None = None
+        if options.tls_cert_file and options.tls_private_key_file:
+            self.cert_file = Path(options.tls_cert_file)
+            self.key_file = Path(options.tls_private_key_file)
+            self._watches = (FileWatch(self.cert_file), FileWatch(self.key_file))
+            for w in self._watches:
+                try:
+                    w.read()
+                except OSError as e:
+                    flag = ("--tls-cert-file" if w.path == self.cert_file
+                            else "--tls-private-key-file")
+                    raise ConfigError(f"{flag}: {e.strerror or e}: {w.path}") from None
+        else:
+            self.cert_file, self.key_file = ensure_self_signed(options.cert_dir)
+        self.accepts_any_client_cert = accept_any_client_cert and _ACCEPT_ANY.available
+        if accept_any_client_cert and not _ACCEPT_ANY.available:
+            log.warning("Client certificates from unknown CAs will fail the TLS handshake "
+                        "(instead of a 401): the OpenSSL verify hook is unavailable",
+                        extra={"reason": _ACCEPT_ANY.reason})
+        self._ca_bundle = b""
+        self.reloads = 0
+        self.context = self._build()
+        self.context.sni_callback = self._sni
+        self._current = self.context
+
+    def _build(self) -> ssl.SSLContext:
+        o = self.options
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = _GO_TLS_VERSIONS.get(o.tls_min_version, ssl.TLSVersion.TLSv1_2)
+        if ctx.minimum_version < ssl.TLSVersion.TLSv1_2:
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ciphers = [_GO_CIPHERS[c] for c in o.tls_cipher_suites if c in _GO_CIPHERS]
+        if ciphers:
+            ctx.set_ciphers(":".join(ciphers))
+        try:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot load the serving certificate {self.cert_file} and key "
+                              f"{self.key_file}: {e}") from None
+        ctx.set_alpn_protocols(["http/1.1"])
+        if self.accepts_any_client_cert and not _ACCEPT_ANY.apply(ctx):
+            self.accepts_any_client_cert = False
+            log.warning("Client certificates from unknown CAs will fail the TLS handshake "
+                        "(instead of a 401): the OpenSSL verify hook could not be installed",
+                        extra={"reason": _ACCEPT_ANY.reason})
+        if not self.accepts_any_client_cert:
+            self._ca_bundle = self._client_cas() if self._client_cas is not None else b""
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            if self._ca_bundle:
+                ctx.load_verify_locations(cadata=self._ca_bundle.decode())
+        return ctx
+
+    def _sni(self, ssl_object: ssl.SSLObject, server_name: str | None,
+             ctx: ssl.SSLContext) -> None:
+        if not self.accepts_any_client_cert and self._client_cas is not None and \
+                self._client_cas() != self._ca_bundle:
+            self._rebuild("client CAs changed")
+        current = self._current
+        if current is not ctx:
+            ssl_object.context = current
+
+    def _rebuild(self, why: str) -> bool:
+        try:
+            self._current = self._build()
+        except (ConfigError, ssl.SSLError, ValueError) as e:
+            log.error("Keeping the previous TLS settings", extra={"why": why, "err": str(e)})
+            return False
+        self.reloads += 1
+        log.info("TLS settings reloaded", extra={"why": why})
+        return True
+
+    def reload(self) -> bool:
+        """Check the certificate files (and the CA bundle) now; True when the settings were
+        rebuilt."""
+        changed = False
+        if self._watches is not None:
+            # both files are always checked (no short-circuit), so each one's stamp is current
+            changed = any([w.changed() is not None for w in self._watches])
+        if not self.accepts_any_client_cert and self._client_cas is not None and \
+                self._client_cas() != self._ca_bundle:
+            changed = True
+        if not changed:
+            return False
+        if not self._rebuild("certificate files changed"):
+            # the pair may be half written: try again at the next poll
+            if self._watches is not None:
+                for w in self._watches:
+                    w.content = b""
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Poll for changes until cancelled."""
+        for _ in range(1 << 62):
+            await asyncio.sleep(self.interval_s)
+            self.reload()
 
 
 # ================================================================================ serving
 
 
 async def serve(app: web.Application, options: Options, *,
-                ssl_ctx: ssl.SSLContext | None = None) -> web.AppRunner:
+                tls: ServingTLS | None = None) -> web.AppRunner:
     """Start ``app`` over TLS on ``--bind-address:--secure-port``; returns the started runner
     (``runner.addresses`` has the bound address; stop it with :func:`graceful_shutdown` or
     ``runner.cleanup()``)."""
-    ctx = ssl_ctx if ssl_ctx is not None else ssl_context(options)
+    ctx = (tls if tls is not None else ServingTLS(options)).context
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=options.request_timeout_ns / 1e9)
     await runner.setup()
