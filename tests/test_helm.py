@@ -280,7 +280,7 @@ def test_tls_helm_generates_a_certificate_for_the_service() -> None:
     objs = render({"tls": {"type": "helm"}})
     _valid(objs)
     secret = _one(objs, "Secret")
-    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["type"] == "Opaque"  # as metrics-server's chart: the type is immutable
     cert_pem = base64.b64decode(secret["data"]["tls.crt"])
     cert = x509.load_pem_x509_certificate(cert_pem)
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
