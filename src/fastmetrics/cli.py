@@ -169,15 +169,132 @@ def _cmd_decode(path: str) -> int:
 SUBCOMMANDS = frozenset({"demo", "sim", "decode"})
 
 
+# --help: metrics-server's flag sections, each flag with its type, what it does and its default
+_HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Metrics server flags", ("kubeconfig", "metric-resolution", "version")),
+    ("Kubelet client flags", (
+        "deprecated-kubelet-completely-insecure", "kubelet-certificate-authority",
+        "kubelet-client-certificate", "kubelet-client-key", "kubelet-insecure-tls",
+        "kubelet-port", "kubelet-preferred-address-types", "kubelet-request-timeout",
+        "kubelet-use-node-status-port", "node-selector")),
+    ("Apiserver secure serving flags", (
+        "bind-address", "cert-dir", "disable-http2-serving", "http2-max-streams-per-connection",
+        "permit-address-sharing", "permit-port-sharing", "secure-port", "tls-cert-file",
+        "tls-cipher-suites", "tls-curve-preferences", "tls-min-version", "tls-private-key-file",
+        "tls-sni-cert-key")),
+    ("Apiserver authentication flags", (
+        "authentication-kubeconfig", "authentication-skip-lookup",
+        "authentication-token-webhook-cache-ttl", "authentication-tolerate-lookup-failure",
+        "client-ca-file", "requestheader-allowed-names", "requestheader-client-ca-file",
+        "requestheader-extra-headers-prefix", "requestheader-group-headers",
+        "requestheader-uid-headers", "requestheader-username-headers")),
+    ("Apiserver authorization flags", (
+        "authorization-always-allow-paths", "authorization-kubeconfig",
+        "authorization-webhook-cache-authorized-ttl",
+        "authorization-webhook-cache-unauthorized-ttl")),
+    ("Logging flags", (
+        "v", "logging-format", "vmodule", "log-flush-frequency", "log-json-info-buffer-size",
+        "log-json-split-stream", "log-text-info-buffer-size", "log-text-split-stream")),
+)
+
+_HELP_TEXT: dict[str, str] = {
+    "kubeconfig": "kubeconfig for the apiserver and the kubelets (default: in-cluster)",
+    "metric-resolution": "how often every kubelet is scraped; at least 10s",
+    "version": "print the version and exit",
+    "deprecated-kubelet-completely-insecure": "plain HTTP to kubelets, no credentials "
+                                              "(the read-only port); never in production",
+    "kubelet-certificate-authority": "CA file for the kubelets' serving certificates",
+    "kubelet-client-certificate": "client certificate file presented to kubelets",
+    "kubelet-client-key": "key file of --kubelet-client-certificate",
+    "kubelet-insecure-tls": "do not verify kubelets' serving certificates (test clusters)",
+    "kubelet-port": "kubelet port, unless --kubelet-use-node-status-port finds one",
+    "kubelet-preferred-address-types": "Node address types to try, in order",
+    "kubelet-request-timeout": "timeout of one kubelet scrape",
+    "kubelet-use-node-status-port": "use the port in the Node's status.daemonEndpoints",
+    "node-selector": "label selector of the nodes to scrape and serve",
+    "bind-address": "address to serve on",
+    "cert-dir": "where the self-signed serving certificate is written (when no "
+                "--tls-cert-file)",
+    "secure-port": "HTTPS port",
+    "tls-cert-file": "serving certificate (PEM; CA certificates may follow)",
+    "tls-private-key-file": "key of --tls-cert-file",
+    "tls-cipher-suites": "allowed cipher suites (Go names)",
+    "tls-min-version": "VersionTLS12 or VersionTLS13 (also VersionTLS10, VersionTLS11)",
+    "tls-sni-cert-key": "certificate,key[:domains] for SNI; repeatable",
+    "authentication-kubeconfig": "kubeconfig for TokenReviews and the authentication "
+                                 "ConfigMap (default: --kubeconfig)",
+    "authentication-skip-lookup": "do not read kube-system/extension-apiserver-authentication",
+    "authentication-token-webhook-cache-ttl": "how long TokenReview answers are cached",
+    "authentication-tolerate-lookup-failure": "start even if that ConfigMap cannot be read",
+    "client-ca-file": "CA for client certificates (default: from the ConfigMap)",
+    "requestheader-allowed-names": "front-proxy certificate common names allowed (empty: any)",
+    "requestheader-client-ca-file": "front-proxy CA (default: from the ConfigMap)",
+    "requestheader-extra-headers-prefix": "header prefixes of a front-proxied user's extra",
+    "requestheader-group-headers": "headers of a front-proxied user's groups",
+    "requestheader-uid-headers": "headers of a front-proxied user's UID",
+    "requestheader-username-headers": "headers of a front-proxied user's name",
+    "authorization-always-allow-paths": "paths served without authorization (trailing * = "
+                                        "prefix)",
+    "authorization-kubeconfig": "kubeconfig for SubjectAccessReviews (default: --kubeconfig)",
+    "authorization-webhook-cache-authorized-ttl": "how long 'allowed' answers are cached",
+    "authorization-webhook-cache-unauthorized-ttl": "how long 'denied' answers are cached",
+    "v": "log verbosity: 1 a line per tick, 2 two, 4 a line per node",
+    "logging-format": "text (klog) or json",
+    "shutdown-delay-duration": "after SIGTERM, keep serving this long with /readyz failing",
+    "request-timeout": "the longest wait for in-flight requests at shutdown",
+}
+
+
+def _help_default(name: str) -> str:
+    """The default of a flag as pflag shows it (empty when it has none worth showing)."""
+    from .options import FLAGS, Options, format_go_duration
+
+    flag = next(f for f in FLAGS if f.name == name)
+    if flag.field is None or not hasattr(Options, flag.field):
+        return ""
+    value = getattr(Options(), flag.field)
+    if isinstance(value, bool):
+        return "true" if value else ""
+    if value in ("", 0, ()):
+        return ""  # as pflag: no default shown for zero values
+    if flag.kind == "duration" and isinstance(value, int):
+        return format_go_duration(value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def _server_help() -> str:
     from .options import FLAGS
 
-    flags = "\n".join(f"  {f.display} ({f.kind})" for f in FLAGS)
-    return (
-        "usage: fastmetrics [flags]            run the server (metrics-server's flags)\n"
-        "       fastmetrics demo|sim|decode ... (see fastmetrics COMMAND --help)\n\n"
-        f"Flags (as metrics-server's; see its documentation for their meaning):\n{flags}\n"
-    )
+    by_name = {f.name: f for f in FLAGS}
+    lines = [
+        "fastmetrics: a drop-in replacement for Kubernetes metrics-server; it takes "
+        "metrics-server's flags.",
+        "",
+        "Usage:",
+        "  fastmetrics [flags]                 run the server",
+        "  fastmetrics demo|sim|decode ...     see fastmetrics COMMAND --help",
+    ]
+    listed: set[str] = set()
+
+    def entry(name: str) -> str:
+        flag = by_name[name]
+        listed.add(name)
+        left = f"  {flag.display} {'' if flag.kind == 'bool' else flag.kind}".rstrip()
+        text = _HELP_TEXT.get(name, "" if flag.field else "accepted, not applied")
+        default = _help_default(name)
+        if default:
+            text = f"{text} (default {default})" if text else f"(default {default})"
+        return f"{left:<50} {text}".rstrip() if text else left
+
+    for title, names in _HELP_SECTIONS:
+        lines += ["", f"{title}:", *(entry(n) for n in names)]
+    rest = [f.name for f in FLAGS if f.name not in listed and f.name != "help"]
+    lines += ["", "Generic server, audit and feature flags:", *(entry(n) for n in rest)]
+    lines += ["", "Documentation: docs/operations.md (install, sizing, troubleshooting), "
+                  "docs/compatibility.md."]
+    return "\n".join(lines) + "\n"
 
 
 def _os_reason(e: OSError) -> str:
@@ -348,6 +465,17 @@ def _cmd_server(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `fastmetrics --help | head`: the reader left; no traceback, and none at exit either
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0] not in SUBCOMMANDS and args_list[0] != "--version"):
         return _cmd_server(args_list)
