@@ -196,6 +196,8 @@ class Result:
     hpa_rate: float
     vpa_interval_s: float
     accept: str
+    sim_pid: int = 0
+    fastmetrics_pid: int = 0
     ticks: int = 0
     sim_ready_s: float = 0.0
     ready_s: float | None = None
@@ -259,10 +261,20 @@ class Result:
 
 
 def _env() -> dict[str, str]:
+    """The children import the same fastmetrics as this process (a source tree, an editable
+    or a regular install)."""
+    import fastmetrics
+
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    where = str(Path(fastmetrics.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def implementation() -> str:
+    from fastmetrics.decode import Decoder, DecoderC
+
+    return "compiled" if DecoderC is not None and Decoder is DecoderC else "pure Python"
 
 
 def namespaces_for(nodes: int, pods_per_node: int) -> list[str]:
@@ -547,8 +559,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
     budget_end = time.monotonic() + args.budget_s
     started = time.monotonic()
     namespaces = namespaces_for(args.nodes, args.pods_per_node)
-    impl = "pure Python" if os.environ.get("FASTMETRICS_NO_EXTENSIONS", "") not in ("", "0") \
-        else "compiled"
+    impl = implementation()
     two_cpus = len(os.sched_getaffinity(0)) >= 2 and not args.no_pin
     res = Result(
         nodes=args.nodes, pods_per_node=args.pods_per_node,
@@ -562,6 +573,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
     if two_cpus:
         pin(0, {cpus[1]})  # this process (and the load) with the simulator
     sim, ready_file = start_sim(args, workdir, namespaces)
+    res.sim_pid = sim.pid
     fm: subprocess.Popen[bytes] | None = None
     spy: subprocess.Popen[bytes] | None = None
     try:
@@ -582,6 +594,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
             fm = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, env=_env())
         fm_start = time.monotonic()
+        res.fastmetrics_pid = fm.pid
         if two_cpus:
             pin(fm.pid, {cpus[0]})
         _progress(f"fastmetrics started (pid {fm.pid}, {impl}, "
@@ -652,16 +665,16 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                     t = await next_tick()
                     _progress(f"warm-up tick: {t.duration_s:.2f} s, {t.pods} pods, "
                               f"{t.failed} failed")
-                # window start: right after a tick finished
-                if args.warmup_ticks == 0:
-                    await next_tick()
+                # the window starts right after a tick finished: readiness follows the second
+                # tick at once, so with no warm-up the window starts now
                 c0, s0 = proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)
                 h0 = await sample_metrics()
                 w_start = time.time()
                 hpa_mark = len(load.hpa)
                 if args.py_spy:
                     spy = subprocess.Popen(
-                        ["py-spy", "record", "--pid", str(fm.pid), "--nonblocking",
+                        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                         "record", "--pid", str(fm.pid), "--nonblocking",
                          "--rate", "50", "--duration",
                          str(int(args.ticks * args.resolution)),
                          "--format", args.py_spy_format, "-o", str(args.py_spy)],
@@ -825,7 +838,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--containers-per-pod", type=int, default=2)
     p.add_argument("--ticks", type=int, default=4, help="ticks in the measured window")
     p.add_argument("--warmup-ticks", type=int, default=1,
-                   help="ticks after readiness before the window (default 1)")
+                   help="ticks after readiness before the window (default 1; 0: the window "
+                        "starts at readiness, right after the second tick)")
     p.add_argument("--resolution", type=float, default=15.0,
                    help="--metric-resolution in seconds (default 15, the stock value)")
     p.add_argument("--stats-interval", type=float, default=10.0,

@@ -1123,3 +1123,82 @@ async def test_token_provider_failure_sends_no_token(
         infos(farm, cluster), wall_ns)
     assert set(result.errors.values()) == {'request failed, status: "401 Unauthorized"'}
     assert any(r.getMessage() == "Failed to read the bearer token" for r in caplog.records)
+
+
+# --------------------------------------------------------------------------------------------
+# Scale: the store runs off the event loop; cut TLS connections are not loop errors
+# --------------------------------------------------------------------------------------------
+
+
+class SlowStore(Store):
+    """Blocks for ``seconds`` inside store() (as a 5,000-node tick's store does) and records
+    the thread it ran on."""
+
+    def __init__(self, resolution_ns: int, seconds: float) -> None:
+        super().__init__(resolution_ns)
+        self.seconds = seconds
+        self.threads: list[int] = []
+
+    def store(self, batches: Any) -> Snapshot:
+        import threading
+
+        self.threads.append(threading.get_ident())
+        time.sleep(self.seconds)  # holds no GIL while sleeping, as the kernels do
+        return super().store(batches)
+
+
+async def test_manager_stores_off_the_event_loop() -> None:
+    import threading
+
+    store = SlowStore(NS_PER_S, 0.3)
+    manager = Manager(FakeScraper(), store, list, NS_PER_S)  # type: ignore[arg-type]
+    gaps: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def heartbeat() -> None:
+        last = loop.time()
+        for _ in range(40):  # bounded: 40 beats of 10 ms
+            await asyncio.sleep(0.01)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    snap = await manager.tick()
+    await beat
+    assert store.threads and store.threads[0] != threading.get_ident()
+    assert snap is store.snapshot and manager.ticks == 1
+    # the loop kept running while the store worked for 0.3 s
+    assert max(gaps) < 0.2, max(gaps)
+
+
+def test_quiet_tls_handler_downgrades_only_cut_tls_connections(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from fastmetrics.scrape import _quiet_cut_tls_connections, _restore_exception_handler
+
+    loop = asyncio.new_event_loop()
+    try:
+        seen: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx))
+        installed = _quiet_cut_tls_connections(loop)
+        assert installed is loop
+        assert _quiet_cut_tls_connections(loop) is None  # once per loop
+        handler = loop.get_exception_handler()
+        assert handler is not None
+        with caplog.at_level(logging.DEBUG, logger="fastmetrics.scrape"):
+            handler(loop, {"message": "Fatal error on SSL protocol",
+                           "exception": ssl.SSLError(1, "[SSL: BAD_LENGTH] bad length")})
+        assert seen == []
+        assert any(r.getMessage() == "TLS connection closed with an error"
+                   for r in caplog.records)
+        other = {"message": "Task exception was never retrieved",
+                 "exception": RuntimeError("boom")}
+        handler(loop, other)
+        not_tls = {"message": "Fatal error on SSL protocol", "exception": RuntimeError("x")}
+        handler(loop, not_tls)
+        assert seen == [other, not_tls]  # everything else reaches the previous handler
+        _restore_exception_handler(loop)
+        assert not isinstance(loop.get_exception_handler(),
+                              type(handler))
+    finally:
+        loop.close()

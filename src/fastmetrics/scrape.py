@@ -329,12 +329,15 @@ class Scraper:
         self._decoders: dict[str, DecoderPy] = {}
         self._urls: dict[str, tuple[NodeInfo, URL]] = {}
         self._closed = False
+        self._quiet_tls_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("Scraper is closed")
+        if self._quiet_tls_loop is None:
+            self._quiet_tls_loop = _quiet_cut_tls_connections(asyncio.get_running_loop())
         connector = aiohttp.TCPConnector(
             limit=0,  # no global cap: one connection per node, thousands of nodes
             limit_per_host=1,
@@ -361,6 +364,9 @@ class Scraper:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        loop, self._quiet_tls_loop = self._quiet_tls_loop, None
+        if loop is not None:
+            _restore_exception_handler(loop)
 
     async def __aenter__(self) -> Scraper:
         return self
@@ -526,6 +532,54 @@ class Scraper:
         else:
             log.log(level, "Failed to scrape node",
                     extra={"node": node.name, "err": _reason(err) if err else ""})
+
+
+_TLS_FATAL = "Fatal error on SSL protocol"
+
+
+class _QuietTLSHandler:
+    """The loop's exception handler while a scraper is open: uvloop reports a TLS connection
+    that dies mid-record (a kubelet request cut by its timeout, a kubelet closing under load)
+    as "Fatal error on SSL protocol" with a traceback, once per connection; the scrape already
+    counted and logged that node's failure, so this becomes one ``-v=4`` line. Anything else
+    goes to the handler that was installed before (or the loop's default)."""
+
+    def __init__(self, previous: Callable[..., object] | None) -> None:
+        self.previous = previous
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get("exception")
+        if context.get("message") == _TLS_FATAL and isinstance(exc, ssl.SSLError | OSError):
+            if log.isEnabledFor(logging.DEBUG):
+                transport = context.get("transport")
+                peer = None
+                if isinstance(transport, asyncio.BaseTransport):
+                    with contextlib.suppress(Exception):
+                        peer = transport.get_extra_info("peername")
+                log.debug("TLS connection closed with an error",
+                          extra={"peer": str(peer), "err": _reason(exc)})
+            return
+        if self.previous is not None:
+            self.previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+
+def _quiet_cut_tls_connections(
+        loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop | None:
+    """Install :class:`_QuietTLSHandler` on ``loop``; returns the loop when it was installed
+    here (None when another scraper's is already there: that one removes it)."""
+    current = loop.get_exception_handler()
+    if isinstance(current, _QuietTLSHandler):
+        return None
+    loop.set_exception_handler(_QuietTLSHandler(current))
+    return loop
+
+
+def _restore_exception_handler(loop: asyncio.AbstractEventLoop) -> None:
+    current = loop.get_exception_handler()
+    if isinstance(current, _QuietTLSHandler):
+        loop.set_exception_handler(current.previous)
 
 
 def _proxy_for(url: URL, proxies: dict[str, str]) -> str | None:
@@ -727,7 +781,9 @@ class Manager:
             log.error("Failed to list nodes", extra={"err": _reason(e)})
             nodes = []
         result = await self.scraper.scrape(nodes, self._wall, deadline=deadline)
-        snapshot = self.store.store(result.batches)
+        # off the event loop: the store's kernels release the GIL, so requests keep being
+        # served while a large tick is stored (42-114 ms at 5,000 x 110 on the loop before)
+        snapshot = await asyncio.to_thread(self.store.store, result.batches)
         duration_s = (self._mono() - start) / NS_PER_S
         m = self.metrics
         if m is not None:
