@@ -78,6 +78,7 @@ __all__ = [
     "TLSConfig",
     "decode_node",
     "in_cluster_config",
+    "label_pb_entries",
     "load_client_config",
 ]
 
@@ -109,12 +110,48 @@ MAX_WATCH_LINE_BYTES: Final = 64 * 1024 * 1024
 # ============================================================================ shared shapes
 
 
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _pb_field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _uvarint(len(payload)) + payload
+
+
+def label_pb_entries(labels: Mapping[str, str]) -> bytes:
+    """``labels`` as the entries of ObjectMeta's ``labels`` field in Kubernetes protobuf
+    (field 11, ``map<string, string>``): one entry ``{key 1, value 2}`` per label, keys sorted,
+    ``b""`` when empty. The API writes a pod's labels from this form, in protobuf as is and in
+    JSON through the compiled list renderer (``api.render``)."""
+    return b"".join([
+        _pb_field(0x5A, _pb_field(0x0A, k.encode()) + _pb_field(0x12, labels[k].encode()))
+        for k in sorted(labels)
+    ])
+
+
 class Labels(dict[str, str]):
     """A read-only label set. Pods with equal labels share one instance; do not mutate it
     (every mutating method raises ``TypeError``). It is a ``dict`` subclass, so ``json`` and
-    ``orjson`` serialize it as an object; ``dict(labels)`` makes a private, mutable copy."""
+    ``orjson`` serialize it as an object; ``dict(labels)`` makes a private, mutable copy.
 
-    __slots__ = ()
+    :meth:`pb_entries` is the set's encoded form, built on first use and kept with the set:
+    once per distinct label set, not once per pod or per request."""
+
+    __slots__ = ("_pb_entries",)
+    _pb_entries: bytes
+
+    def pb_entries(self) -> bytes:
+        """:func:`label_pb_entries` of this set, computed once."""
+        try:
+            return self._pb_entries
+        except AttributeError:
+            entries = self._pb_entries = label_pb_entries(self)
+            return entries
 
     def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError("Labels are shared between objects and read-only; copy with dict()")

@@ -25,9 +25,10 @@ saturated window), and a start time of 0 (not reported) is never "fresh".
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -99,6 +100,10 @@ def _empty_u8() -> U8:
     return np.zeros(0, np.uint8)
 
 
+M = TypeVar("M")
+_MEMO_LOCK = threading.RLock()  # re-entrant: a build may read another memoized value
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Snapshot:
     """What the API serves after one tick; never mutated after it is published.
@@ -141,6 +146,8 @@ class Snapshot:
     # counts
     nodes_with_baseline: int
     containers_with_baseline: int
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What readers derive from this snapshot, built once on first use (see ``memo``)."""
 
     @classmethod
     def empty(cls, resolution_ns: int) -> Snapshot:
@@ -223,6 +230,46 @@ class Snapshot:
                      for r in order[off[p]:off[p + 1]] if status[r] == ok]
             append(PodUsage(ns, name, pod_ts[p] if items else None, pod_window[p], items))
         return out
+
+    def memo(self, key: str, build: Callable[[], M]) -> M:
+        """``build()``, called once per snapshot and key; later calls return the same object.
+
+        For data derived from the (immutable) snapshot that many requests read, such as the
+        API's formatted usage strings. Safe to call from several threads: one builds, the
+        others wait for it. ``build`` must not depend on anything but the snapshot.
+        """
+        try:
+            found: M = self._memo[key]
+            return found
+        except KeyError:
+            pass
+        with _MEMO_LOCK:
+            if key not in self._memo:
+                self._memo[key] = build()
+            value: M = self._memo[key]
+            return value
+
+    def served_pods(self) -> I32:
+        """The pods with usage this tick, as pod indices (ascending): exactly the entries
+        ``pod(namespace, name)`` answers from, so a pod reported by two nodes in one tick is
+        here once. Built once per snapshot."""
+        return self.memo("store.served_pods", self._served_pods)
+
+    def _served_pods(self) -> I32:
+        # pod_index(ns, name) resolves through the locator: an entry is the one served when
+        # the locator names its node (the key tables map the identity back to the entry)
+        valid = np.flatnonzero(self.pod_valid)
+        tuples = [keys.pod_tuple for keys in self.node_keys]
+        names = self.node_names
+        where = self.locator.get
+        served = [
+            p for p, i, local in zip(
+                valid.tolist(), self.pod_node[valid].tolist(), self.pod_local[valid].tolist(),
+                strict=True,
+            )
+            if where(tuples[i][local]) == names[i]
+        ]
+        return np.array(served, np.int32)
 
     def pods(self) -> list[PodUsage]:
         """Every pod with usage this tick, sorted by namespace then name (for tests and tools).
