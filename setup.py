@@ -1,4 +1,5 @@
-"""Build the compiled core ``fastmetrics._core``.
+"""Build the compiled modules: ``fastmetrics._core`` (decode, store, formatting kernels) and
+``fastmetrics._render`` (the API's long-list renderers).
 
 ``FASTMETRICS_NO_EXTENSIONS=1`` at build time skips the extension (pure Python install);
 ``FASTMETRICS_DEBUG=1`` builds with bounds checks, line tracing and ``FM_DEBUG`` invariants.
@@ -35,14 +36,17 @@ def extensions() -> list[Extension]:
     else:
         macros += [("FM_DEBUG", "0")]
         cflags = ["-O3"]
-    ext = Extension(
-        "fastmetrics._core",
-        ["src/fastmetrics/_core.pyx"],
-        include_dirs=[numpy.get_include(), "src/fastmetrics"],
-        define_macros=macros,
-        extra_compile_args=cflags,
-    )
-    return cythonize([ext], compiler_directives=directives, quiet=True)
+    exts = [
+        Extension(
+            f"fastmetrics.{name}",
+            [f"src/fastmetrics/{name}.pyx"],
+            include_dirs=[numpy.get_include(), "src/fastmetrics"],
+            define_macros=macros,
+            extra_compile_args=cflags,
+        )
+        for name in ("_core", "_render")
+    ]
+    return cythonize(exts, compiler_directives=directives, quiet=True)
 
 
 exts = extensions()

@@ -51,8 +51,16 @@ def test_core_stub_types() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_render_stub_types() -> None:
+    """The typed boundary of _render (``_render.pyi``) as a caller sees it."""
+    r = _run(sys.executable, "-m", "mypy", "--strict", "--config-file", "pyproject.toml",
+             "tests/typing/check_render.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_cython_lint() -> None:
-    r = _run(_tool("cython-lint"), "--max-line-length", "100", "src/fastmetrics/_core.pyx")
+    r = _run(_tool("cython-lint"), "--max-line-length", "100", "src/fastmetrics/_core.pyx",
+             "src/fastmetrics/_render.pyx")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -80,9 +88,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_import_direction() -> None:
-    """Only the facades import _core, only run (the process entry) imports server, and stages
-    import downwards."""
+    """Only the facades import _core, only the API's list renderer imports _render, only run
+    (the process entry) imports server, and stages import downwards."""
     core_importers = {"decode", "store", "api.format"}
+    render_importers = {"api.render"}
     # a stage may not import a stage above it in DESIGN.md's picture
     above = {
         "decode": {"store", "api", "server", "scrape", "cluster"},
@@ -100,6 +109,8 @@ def test_import_direction() -> None:
             top = name.split(".")[0]
             if top == "_core" and mod not in core_importers:
                 problems.append(f"{mod} imports _core (only {sorted(core_importers)} may)")
+            if top == "_render" and mod not in render_importers:
+                problems.append(f"{mod} imports _render (only {sorted(render_importers)} may)")
             if top == "server" and mod != "run":
                 problems.append(f"{mod} imports server (only the process entry point run may)")
             if top in above.get(mod, set()):

@@ -26,6 +26,7 @@ from .format import format_cpu, format_memory
 
 __all__ = [
     "MAGIC",
+    "creation_timestamp_field",
     "node_metrics",
     "node_metrics_list",
     "pod_metrics",
@@ -72,6 +73,11 @@ def _time(ns: int | None) -> bytes:
         return b""
     seconds, nanos = divmod(int(ns), 1_000_000_000)
     return b"\x08" + _varint(seconds) + b"\x10" + _varint(nanos)
+
+
+def creation_timestamp_field(now_ns: int) -> bytes:
+    """ObjectMeta's ``creationTimestamp`` (field 8) for a request at ``now_ns``, as encoded."""
+    return _ld(b"\x42", _time(now_ns))
 
 
 def _duration(ns: int) -> bytes:
