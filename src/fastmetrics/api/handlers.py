@@ -8,13 +8,18 @@ Bodies come from :mod:`.objects`, :mod:`.protobuf` and :mod:`.discovery` unchang
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from aiohttp import web
 
@@ -28,10 +33,18 @@ from ..selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from ..store import NodeUsage, PodUsage
-from . import discovery, objects, protobuf
+from ..store import NodeUsage, PodUsage, Snapshot
+from . import discovery, objects, protobuf, render
 
-__all__ = ["PREFIX", "ClusterView", "MetricsAPI", "SnapshotView", "add_routes", "negotiate"]
+__all__ = [
+    "PREFIX",
+    "ClusterView",
+    "MetricsAPI",
+    "SnapshotView",
+    "add_routes",
+    "negotiate",
+    "render_executor",
+]
 
 PREFIX: Final = "/apis/metrics.k8s.io/v1beta1"
 
@@ -56,7 +69,9 @@ class _PodLike(_Named, Protocol):
 
 
 class ClusterView(Protocol):
-    """The informers' read API (``ClusterState``)."""
+    """The informers' read API (``ClusterState``). ``pods_in`` yields each pod once; it is
+    called on the event loop's thread (where the informers change) and its result may then be
+    read from a worker thread, so the pods it yields must not change afterwards."""
 
     def nodes(self) -> Iterable[_Named]: ...
     def node(self, name: str) -> _Named | None: ...
@@ -85,6 +100,33 @@ class MetricsAPI:
 
 
 API_KEY: Final = web.AppKey("metrics_api", MetricsAPI)
+
+OFFLOAD_MIN_PODS: Final = 1000
+"""A pod list of at least this many items is built in the render executor, off the event loop
+(and, for JSON and protobuf, from the snapshot's columns: ``api.render``)."""
+SELECT_INLINE_MAX: Final = 10_000
+"""Selectors are evaluated on the event loop over at most this many candidate pods (a
+namespace's); beyond, the selection runs in the render executor too."""
+STREAM_MIN_BYTES: Final = 1 << 20
+"""Bodies from this size on are written in chunks, yielding to the loop between them (one
+write of a 50 MB body would encrypt all of it in one go on the loop's thread)."""
+STREAM_CHUNK_BYTES: Final = 256 << 10
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def render_executor() -> ThreadPoolExecutor:
+    """The small thread pool (two threads) where long lists and ``/metrics`` are rendered.
+
+    Created on first use and shared by every application of the process: the compiled
+    renderers release the GIL, so two renders run beside the event loop, and more would only
+    compete for the same cores."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastmetrics-render")
+        return _EXECUTOR
 
 
 # ================================================================ content negotiation
@@ -145,10 +187,31 @@ def negotiate(accept: str) -> Format | None:
 # ================================================================ responses
 
 
+def _pretty(fmt: Format, request: web.Request) -> bool:
+    return fmt.kind != "protobuf" and request.query.get("pretty") in _TRUE
+
+
 def _respond(fmt: Format, body: bytes, request: web.Request) -> web.Response:
-    if fmt.kind != "protobuf" and request.query.get("pretty") in _TRUE:
+    if _pretty(fmt, request):
         body = objects.pretty(body)
     return web.Response(body=body, headers={"Content-Type": fmt.content_type})
+
+
+async def _send(fmt: Format, body: bytes, request: web.Request) -> web.StreamResponse:
+    """``body`` as the response; a long one in chunks, letting other requests run between
+    them (a body is complete before its headers go out, so it never fails half-way)."""
+    headers = {"Content-Type": fmt.content_type}
+    if len(body) < STREAM_MIN_BYTES or request.method != "GET":
+        return web.Response(body=body, headers=headers)
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    view = memoryview(body)
+    for start in range(0, len(body), STREAM_CHUNK_BYTES):
+        await resp.write(view[start:start + STREAM_CHUNK_BYTES])
+        await asyncio.sleep(0)
+    await resp.write_eof()
+    return resp
 
 
 def _error(fmt: Format | None, code_body: tuple[int, bytes]) -> web.Response:
@@ -190,7 +253,7 @@ def _include_object(request: web.Request, fmt: Format) -> str | None:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_Impl = Callable[[web.Request, MetricsAPI, Format], web.Response]
+_Impl = Callable[[web.Request, MetricsAPI, Format], Awaitable[web.StreamResponse]]
 
 
 def _resource(resource: str, impl: _Impl) -> Handler:
@@ -203,7 +266,7 @@ def _resource(resource: str, impl: _Impl) -> Handler:
         if request.query.get("watch") in _TRUE:
             return _error(fmt, objects.status_method_not_allowed(resource))
         try:
-            return impl(request, request.app[API_KEY], fmt)
+            return await impl(request, request.app[API_KEY], fmt)
         except _Fail as f:
             return _error(fmt, f.code_body)
     return handler
@@ -215,10 +278,15 @@ def _observe(api: MetricsAPI, now_ns: int, timestamps: Iterable[int | None]) -> 
             [(now_ns - ts) / 1e9 for ts in timestamps if ts is not None])
 
 
+def _observe_ns(api: MetricsAPI, now_ns: int, timestamps: npt.NDArray[np.int64]) -> None:
+    if api.metrics is not None:
+        api.metrics.observe_freshness((now_ns - timestamps) / 1e9)
+
+
 # ================================================================ resources
 
 
-def _list_nodes(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
+async def _list_nodes(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
     label, fields = _selectors(request)
     include = _include_object(request, fmt)
     now = api.clock_ns()
@@ -243,7 +311,7 @@ def _list_nodes(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Respo
     return _respond(fmt, body, request)
 
 
-def _get_node(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
+async def _get_node(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
     name = request.match_info["name"]
     include = _include_object(request, fmt)
     now = api.clock_ns()
@@ -266,9 +334,10 @@ def _get_node(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Respons
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """The cyclic collector off while a list is built (synchronously, on the event loop's
-    thread): a 150,000-pod list allocates ~10^6 acyclic objects, which would otherwise trigger
-    several full collections over them (~0.4 s); reference counting frees them all."""
+    """The cyclic collector off while a list is built object by object: a 150,000-pod list
+    allocates ~10^6 acyclic objects, which would otherwise trigger several full collections
+    over them (~0.4 s); reference counting frees them all. (Process-wide: a thread that finds
+    the collector already off leaves it to the one that turned it off.)"""
     if not gc.isenabled():
         yield
         return
@@ -279,41 +348,105 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _list_pods(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
-    with _gc_paused():
-        return _list_pods_impl(request, api, fmt)
+def _select_pods(
+    pods: Sequence[_PodLike], label: LabelSelector, fields: FieldSelector
+) -> Sequence[_PodLike]:
+    """The pods matching both selectors (SPEC §5.4); label sets shared between pods (the
+    informer's ``Labels``) are matched once."""
+    if label.empty and fields.empty:
+        return pods
+    out = []
+    seen: dict[int, tuple[Mapping[str, str], bool]] = {}
+    for pod in pods:
+        labels = pod.labels
+        hit = seen.get(id(labels))
+        if hit is None:
+            ok = label.matches(labels)
+            seen[id(labels)] = (labels, ok)  # the labels kept alive: their id stays theirs
+        else:
+            ok = hit[1]
+        if ok and (fields.empty or fields.matches(
+                {"metadata.name": pod.name, "metadata.namespace": pod.namespace})):
+            out.append(pod)
+    return out
 
 
-def _list_pods_impl(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class _PodListJob:
+    """A pod list's body, built on the loop or in the render executor."""
+
+    candidates: Sequence[_PodLike]
+    selected: bool
+    label: LabelSelector
+    fields: FieldSelector
+    snap: SnapshotView
+    fmt: Format
+    include: str | None
+    now_ns: int
+    pretty: bool
+
+    def __call__(self) -> tuple[bytes, npt.NDArray[np.int64]]:
+        """The body, and the timestamps of the listed pods that have one."""
+        pods = self.candidates if self.selected else _select_pods(
+            self.candidates, self.label, self.fields)
+        if (self.fmt.kind != "table" and len(pods) >= OFFLOAD_MIN_PODS
+                and isinstance(self.snap, Snapshot)):
+            body, timestamps = render.pod_list(render.pod_table(self.snap), pods, self.now_ns,
+                                               self.fmt.kind)
+        else:
+            with _gc_paused():
+                body, timestamps = self._objects(pods)
+        if self.pretty:
+            body = objects.pretty(body)
+        return body, timestamps
+
+    def _objects(self, pods: Sequence[_PodLike]) -> tuple[bytes, npt.NDArray[np.int64]]:
+        # object by object: PodUsage per pod, then the objects/protobuf renderers
+        snap = self.snap
+        idents = [(pod.namespace, pod.name) for pod in pods]
+        bulk = getattr(snap, "pods_bulk", None)  # Snapshot's; any SnapshotView has ``pod``
+        usages = bulk(idents) if bulk is not None else [snap.pod(ns, n) for ns, n in idents]
+        items: list[tuple[str, str, Mapping[str, str], PodUsage]] = [
+            (pod.namespace, pod.name, pod.labels, usage)
+            for pod, usage in zip(pods, usages, strict=True) if usage is not None
+        ]
+        items.sort(key=lambda i: (i[0], i[1]))
+        timestamps = np.array([u.timestamp_ns for _, _, _, u in items
+                               if u.timestamp_ns is not None], np.int64)
+        if self.fmt.kind == "protobuf":
+            body = protobuf.pod_metrics_list(items, self.now_ns)
+        elif self.fmt.kind == "table":
+            body = objects.pod_metrics_table(items, self.now_ns, self.include,
+                                             self.fmt.table_version)
+        else:
+            body = objects.pod_metrics_list(items, self.now_ns)
+        return body, timestamps
+
+
+async def _list_pods(request: web.Request, api: MetricsAPI, fmt: Format) -> web.StreamResponse:
     namespace = request.match_info.get("namespace") or None
     label, fields = _selectors(request)
     include = _include_object(request, fmt)
     now = api.clock_ns()
     snap = api.snapshot()
-    selected = [
-        pod for pod in api.cluster.pods_in(namespace)
-        if label.matches(pod.labels)
-        and fields.matches({"metadata.name": pod.name, "metadata.namespace": pod.namespace})
-    ]
-    idents = [(pod.namespace, pod.name) for pod in selected]
-    bulk = getattr(snap, "pods_bulk", None)  # Snapshot's; any SnapshotView has ``pod``
-    usages = bulk(idents) if bulk is not None else [snap.pod(ns, n) for ns, n in idents]
-    items: list[tuple[str, str, Mapping[str, str], PodUsage]] = [
-        (pod.namespace, pod.name, pod.labels, usage)
-        for pod, usage in zip(selected, usages, strict=True) if usage is not None
-    ]
-    items.sort(key=lambda i: (i[0], i[1]))
-    _observe(api, now, (u.timestamp_ns for _, _, _, u in items))
-    if fmt.kind == "protobuf":
-        body = protobuf.pod_metrics_list(items, now)
-    elif fmt.kind == "table":
-        body = objects.pod_metrics_table(items, now, include, fmt.table_version)
+    # read the informer here, on the loop's thread, where it changes
+    candidates: Sequence[_PodLike] = list(api.cluster.pods_in(namespace))
+    selected = label.empty and fields.empty
+    if not selected and len(candidates) <= SELECT_INLINE_MAX:
+        candidates = _select_pods(candidates, label, fields)
+        selected = True
+    job = _PodListJob(candidates, selected, label, fields, snap, fmt, include, now,
+                      _pretty(fmt, request))
+    if not selected or len(candidates) >= OFFLOAD_MIN_PODS:
+        loop = asyncio.get_running_loop()
+        body, timestamps = await loop.run_in_executor(render_executor(), job)
     else:
-        body = objects.pod_metrics_list(items, now)
-    return _respond(fmt, body, request)
+        body, timestamps = job()
+    _observe_ns(api, now, timestamps)
+    return await _send(fmt, body, request)
 
 
-def _get_pod(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
+async def _get_pod(request: web.Request, api: MetricsAPI, fmt: Format) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     include = _include_object(request, fmt)
     now = api.clock_ns()
