@@ -258,3 +258,26 @@ async def test_a_failing_render_is_a_500_status(
         assert orjson.loads(await r.read())["reason"] == "InternalError"
         r = await c.get(f"{P}/namespaces/zeta/pods/pod-0002")
         assert r.status == 200
+
+
+async def test_a_client_leaving_mid_body_is_not_an_error(
+        small_offload: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from fastmetrics.server import error_middleware
+
+    monkeypatch.setattr(handlers, "STREAM_MIN_BYTES", 1000)
+    monkeypatch.setattr(handlers, "STREAM_CHUNK_BYTES", 200)
+    app = web.Application(middlewares=[error_middleware])
+    add_routes(app, MetricsAPI(Cluster(PODS), lambda: SNAP, clock_ns=lambda: NOW))
+    async with TestClient(TestServer(app)) as c:
+        assert c.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", c.port)
+        writer.write(f"GET {P}/pods HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.read(2000), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        writer.transport.abort()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        r = await c.get(f"{P}/namespaces/zeta/pods/pod-0002")
+        assert r.status == 200
+    assert not [rec for rec in caplog.records if rec.levelname in ("ERROR", "CRITICAL")]

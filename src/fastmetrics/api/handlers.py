@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,6 +46,8 @@ __all__ = [
     "negotiate",
     "render_executor",
 ]
+
+log = logging.getLogger("fastmetrics.api")
 
 PREFIX: Final = "/apis/metrics.k8s.io/v1beta1"
 
@@ -207,10 +210,13 @@ async def _send(fmt: Format, body: bytes, request: web.Request) -> web.StreamRes
     resp.content_length = len(body)
     await resp.prepare(request)
     view = memoryview(body)
-    for start in range(0, len(body), STREAM_CHUNK_BYTES):
-        await resp.write(view[start:start + STREAM_CHUNK_BYTES])
-        await asyncio.sleep(0)
-    await resp.write_eof()
+    try:
+        for start in range(0, len(body), STREAM_CHUNK_BYTES):
+            await resp.write(view[start:start + STREAM_CHUNK_BYTES])
+            await asyncio.sleep(0)
+        await resp.write_eof()
+    except ConnectionResetError:  # the client went away: nothing to answer, nothing wrong here
+        log.debug("Client went away during a response", extra={"path": request.path})
     return resp
 
 
