@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DecodedBatch", "KeyTable", "NodePoint"]
+__all__ = ["DecodedBatch", "KeyRemap", "KeyTable", "NodePoint"]
 
 
 class NodePoint(NamedTuple):
@@ -26,16 +28,23 @@ class KeyTable:
     """Interned container identities ``(namespace, pod, container)`` and pods ``(namespace, pod)``.
 
     Ids are dense ints from 0, stable for the life of the table: the same identity always gets
-    the same id. One table belongs to one decoder (one node); strings are shared between ids.
+    the same id. One table belongs to one decoder (one node). A decoder whose node churns pods
+    replaces its table by a compacted copy now and then (:meth:`compacted`); a published table
+    is never changed except by appending.
+
+    Memory is what a 5,000-node cluster pays per container, so the table keeps no Python object
+    per container of its own: per key a slot in ``container`` (the name string is shared by
+    every pod that has that container name) and one in ``pod_of_key``; per pod its name, one
+    ``(namespace, name)`` tuple and an index entry. Identities are found through the pod (a
+    pod's keys are chained), not through a per-key dict.
     """
 
     __slots__ = (
-        "_key_index",
+        "_key_next",
+        "_pod_first_key",
         "_pod_index",
         "_strings",
         "container",
-        "namespace",
-        "pod",
         "pod_name",
         "pod_namespace",
         "pod_of_key",
@@ -43,10 +52,6 @@ class KeyTable:
     )
 
     def __init__(self) -> None:
-        self.namespace: list[str] = []
-        """Per key id: the namespace."""
-        self.pod: list[str] = []
-        """Per key id: the pod name."""
         self.container: list[str] = []
         """Per key id: the container name."""
         self.pod_of_key: list[int] = []
@@ -57,9 +62,11 @@ class KeyTable:
         """Per pod id: the pod name."""
         self.pod_tuple: list[tuple[str, str]] = []
         """Per pod id: ``(namespace, name)``, the same tuple object as the pod index's key."""
-        self._key_index: dict[tuple[str, str, str], int] = {}
         self._pod_index: dict[tuple[str, str], int] = {}
+        self._pod_first_key: array[int] = array("i")
+        self._key_next: array[int] = array("i")
         self._strings: dict[str, str] = {}
+        """Namespaces and container names, shared (they repeat across pods)."""
 
     def __len__(self) -> int:
         return len(self.container)
@@ -68,9 +75,22 @@ class KeyTable:
     def pod_count(self) -> int:
         return len(self.pod_name)
 
+    @property
+    def namespace(self) -> list[str]:
+        """Per key id: the namespace (built on demand; for tests and tools)."""
+        ns = self.pod_namespace
+        return [ns[p] for p in self.pod_of_key]
+
+    @property
+    def pod(self) -> list[str]:
+        """Per key id: the pod name (built on demand; for tests and tools)."""
+        names = self.pod_name
+        return [names[p] for p in self.pod_of_key]
+
     def key(self, key_id: int) -> tuple[str, str, str]:
         """``(namespace, pod, container)`` of ``key_id``."""
-        return self.namespace[key_id], self.pod[key_id], self.container[key_id]
+        p = self.pod_of_key[key_id]
+        return self.pod_namespace[p], self.pod_name[p], self.container[key_id]
 
     def pod_key(self, pod_id: int) -> tuple[str, str]:
         """``(namespace, pod)`` of ``pod_id``."""
@@ -80,30 +100,74 @@ class KeyTable:
         """The pod id of ``(namespace, name)``, or -1."""
         return self._pod_index.get(pod, -1)
 
+    def find(self, namespace: str, pod: str, container: str) -> int:
+        """The key id of this identity, or -1."""
+        pod_id = self._pod_index.get((namespace, pod), -1)
+        if pod_id < 0:
+            return -1
+        k = self._pod_first_key[pod_id]
+        while k >= 0:
+            if self.container[k] == container:
+                return k
+            k = self._key_next[k]
+        return -1
+
     def _str(self, s: str) -> str:
         return self._strings.setdefault(s, s)
 
     def intern(self, namespace: str, pod: str, container: str) -> tuple[int, int]:
         """Return ``(key_id, pod_id)`` for this identity, adding it if it is new."""
-        ident = (namespace, pod, container)
-        key_id = self._key_index.get(ident)
-        if key_id is not None:
-            return key_id, self.pod_of_key[key_id]
-        pod_id = self._pod_index.get((namespace, pod))
-        if pod_id is None:
-            pod_ident = (self._str(namespace), self._str(pod))
+        pod_id = self._pod_index.get((namespace, pod), -1)
+        if pod_id >= 0:
+            k = self._pod_first_key[pod_id]
+            last = -1
+            while k >= 0:
+                if self.container[k] == container:
+                    return k, pod_id
+                last = k
+                k = self._key_next[k]
+        else:
+            pod_ident = (self._str(namespace), pod)
             pod_id = len(self.pod_name)
             self._pod_index[pod_ident] = pod_id
             self.pod_tuple.append(pod_ident)
             self.pod_namespace.append(pod_ident[0])
-            self.pod_name.append(pod_ident[1])
+            self.pod_name.append(pod)
+            self._pod_first_key.append(-1)
+            last = -1
         key_id = len(self.container)
-        self._key_index[ident] = key_id
-        self.namespace.append(self.pod_namespace[pod_id])
-        self.pod.append(self.pod_name[pod_id])
         self.container.append(self._str(container))
         self.pod_of_key.append(pod_id)
+        self._key_next.append(-1)
+        if last >= 0:
+            self._key_next[last] = key_id
+        else:
+            self._pod_first_key[pod_id] = key_id
         return key_id, pod_id
+
+    def compacted(self, live: Iterable[int]) -> tuple[KeyTable, npt.NDArray[np.int32]]:
+        """A new table holding only the keys ``live`` (and their pods), in id order, and the
+        remap: ``remap[old key id]`` is the new id, or -1 for a key left out. This table is
+        not changed (a published snapshot may still read it)."""
+        keep = sorted(set(live))
+        remap = np.full(len(self.container), -1, np.int32)
+        out = KeyTable()
+        ns, names, containers, pod_of_key = (self.pod_namespace, self.pod_name,
+                                             self.container, self.pod_of_key)
+        for k in keep:
+            p = pod_of_key[k]
+            new_k, _ = out.intern(ns[p], names[p], containers[k])
+            remap[k] = new_k
+        return out, remap
+
+
+class KeyRemap(NamedTuple):
+    """How a decoder's new (compacted) key table relates to the one before it."""
+
+    old: KeyTable
+    """The table the previous batch of this decoder referred to."""
+    key_map: npt.NDArray[np.int32]
+    """``key_map[old key id]`` = id in the new table, -1 for a key that was dropped."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -134,6 +198,9 @@ class DecodedBatch:
     """Pods dropped because a container had cpu or memory 0 (or missing)."""
     skipped_samples: int = 0
     """Container samples ignored because a namespace, pod or container label was missing."""
+    key_remap: KeyRemap | None = None
+    """Set on the first batch after the decoder compacted its key table (ids of pods gone from
+    the node are dropped): how the previous batch's key ids map to ``keys``."""
 
     def __len__(self) -> int:
         return int(self.key_id.shape[0])

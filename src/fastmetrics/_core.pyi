@@ -3,8 +3,6 @@
 Checked by ``mypy --strict`` (tests/test__sourcecode.py) together with tests/typing/.
 """
 
-from typing import Final
-
 import numpy as np
 import numpy.typing as npt
 
@@ -18,8 +16,10 @@ U8 = npt.NDArray[np.uint8]
 class DecoderC:
     """Decodes one node's kubelet ``/metrics/resource`` bodies into columns (compiled)."""
 
-    keys: Final[KeyTable]
-    """The decoder's interned (namespace, pod, container) identities."""
+    @property
+    def keys(self) -> KeyTable:
+        """The decoder's interned (namespace, pod, container) identities (replaced by a
+        compacted copy when the ids of pods gone from the node outnumber the live ones)."""
 
     def __init__(self) -> None: ...
     def decode(

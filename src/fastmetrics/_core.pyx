@@ -20,7 +20,7 @@ import numpy as np
 
 from fastmetrics import _grammar
 from fastmetrics import errors as _errors
-from fastmetrics._batch import DecodedBatch, KeyTable, NodePoint
+from fastmetrics._batch import DecodedBatch, KeyRemap, KeyTable, NodePoint
 
 cnp.import_array()
 
@@ -32,6 +32,7 @@ cdef object parse_label_block = _grammar.parse_label_block
 cdef object make_excerpt = _errors.make_excerpt
 cdef object default_timestamp_arg = _grammar.default_timestamp_arg
 cdef object DECODER_IN_USE = _grammar.DECODER_IN_USE
+cdef object key_compaction_threshold = _grammar.key_compaction_threshold
 
 cdef extern from *:
     """
@@ -344,6 +345,7 @@ cdef class DecoderC:
     cdef Py_ssize_t miss_start, miss_end, miss_eol
     cdef uint64_t miss_hash
     cdef bint busy                 # a decode is running (the kernel runs without the GIL)
+    cdef object pending_remap      # KeyRemap for the next batch after a key compaction
 
     def __cinit__(self):
         self.keys = KeyTable()
@@ -359,6 +361,7 @@ cdef class DecoderC:
         self.row_cpu = NULL
         self.row_mem = NULL
         self.last_entry = -1
+        self.pending_remap = None
         self._alloc_table(1024)
         self._grow_rows(256)
 
@@ -830,9 +833,47 @@ cdef class DecoderC:
                 self.slot_of_key[self.row_key[i]] = -1
             self.n_rows = 0
             self.buf = NULL
-        if self.n_entries > 4 * self.live_entries + 256:
+        self.pending_remap = None  # delivered with this batch
+        if not self._compact_keys() and self.n_entries > 4 * self.live_entries + 256:
             self._compact()
         return batch
+
+    cdef bint _compact_keys(self) except -1:
+        # Key ids of pods gone from the node are never reused: when they outnumber the keys of
+        # the payload just decoded, the KeyTable is replaced by a compacted copy (a published
+        # snapshot keeps reading the old one) and the next batch carries the remap.
+        cdef Py_ssize_t i, used = 0
+        cdef int32_t k
+        cdef uint8_t* mark
+        cdef list live
+        if self.n_keys == 0:
+            return False
+        mark = <uint8_t*>calloc(self.n_keys, 1)
+        if mark == NULL:
+            raise MemoryError()
+        try:
+            for i in range(self.n_entries):
+                k = self.entries[i].key
+                if self.entries[i].used_gen == self.gen and k >= 0 and not mark[k]:
+                    mark[k] = 1
+                    used += 1
+            if self.n_keys <= key_compaction_threshold(used):
+                return False
+            live = [i for i in range(self.n_keys) if mark[i]]
+        finally:
+            free(mark)
+        table, key_map = self.keys.compacted(live)
+        cdef const int32_t[::1] m = key_map
+        self.pending_remap = KeyRemap(self.keys, key_map)
+        self.keys = table
+        self._compact()  # keeps the label blocks of this payload: exactly the live keys
+        for i in range(self.n_entries):
+            k = self.entries[i].key
+            if k >= 0:
+                self.entries[i].key = m[k]
+        self.n_keys = 0  # mirror every key of the new table again
+        self._sync_keys()
+        return True
 
     cdef void _raise_error(self, bytes data) except *:
         if self.err_code < 0:
@@ -907,7 +948,7 @@ cdef class DecoderC:
         if self.node_seen and self.node_cpu != 0 and self.node_mem != 0:
             node = NodePoint(self.node_ts, self.node_cpu, self.node_mem)
         return DecodedBatch(node, key_id, pod_id, timestamp_ns, start_time_ns, cpu, mem,
-                            self.keys, dropped, self.skipped)
+                            self.keys, dropped, self.skipped, self.pending_remap)
 
 
 # ==================================================================== the store kernels

@@ -14,7 +14,7 @@ from typing import Final
 import numpy as np
 
 from . import _grammar as g
-from ._batch import DecodedBatch, KeyTable, NodePoint
+from ._batch import DecodedBatch, KeyRemap, KeyTable, NodePoint
 from .errors import DecodeError, FastMetricsError, make_excerpt
 
 __all__ = ["DecoderPy"]
@@ -136,6 +136,7 @@ class DecoderPy:
         self._blocks: dict[bytes, int] = {}
         self._live: set[bytes] = set()
         self._lock = threading.Lock()
+        self._pending_remap: KeyRemap | None = None
 
     def decode(self, body: bytes, default_timestamp_ns: int, /) -> DecodedBatch:
         """Decode ``body``; samples without a timestamp get ``default_timestamp_ns``.
@@ -234,13 +235,31 @@ class DecoderPy:
                     row[3] = g.uint64_from_float(value)
                 else:
                     row[1] = g.start_ns_from_seconds(value)
-        self._forget_unused(live)
-        return self._batch(rows, node_seen, node_ts, node_cpu, node_mem, skipped)
+        batch = self._batch(rows, node_seen, node_ts, node_cpu, node_mem, skipped)
+        self._pending_remap = None  # delivered with this batch
+        if not self._compact_keys(live):
+            self._forget_unused(live)
+        return batch
 
     def _forget_unused(self, live: set[bytes]) -> None:
         # Drop cached label blocks of pods gone from the node, so the cache tracks the node.
         if len(self._blocks) > 4 * len(live) + 256:
             self._blocks = {b: k for b, k in self._blocks.items() if b in live}
+
+    def _compact_keys(self, live: set[bytes]) -> bool:
+        # Key ids of pods gone from the node are never reused: when they outnumber the live
+        # ones, the table is replaced by a compacted copy (the same rule as the compiled
+        # decoder). The next batch carries the remap so that the store keeps every history.
+        blocks = self._blocks
+        used = {k for k in (blocks[b] for b in live) if k >= 0}
+        if len(self.keys) <= g.key_compaction_threshold(len(used)):
+            return False
+        table, key_map = self.keys.compacted(used)
+        self._pending_remap = KeyRemap(self.keys, key_map)
+        self.keys = table
+        self._blocks = {b: (int(key_map[k]) if k >= 0 else -1)
+                        for b, k in blocks.items() if b in live}
+        return True
 
     def _batch(
         self,
@@ -268,4 +287,5 @@ class DecoderPy:
             keys=self.keys,
             dropped_pods=len(bad_pods),
             skipped_samples=skipped,
+            key_remap=self._pending_remap,
         )

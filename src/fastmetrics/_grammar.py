@@ -196,6 +196,12 @@ def parse_label_block(body: bytes, start: int, eol: int, keys: KeyTable) -> tupl
     return i, -1
 
 
+def key_compaction_threshold(used_keys: int) -> int:
+    """A decoder replaces its key table by a compacted copy when the table holds more keys than
+    this, ``used_keys`` being the keys of the payload just decoded (both decoders)."""
+    return 2 * used_keys + 64
+
+
 def default_timestamp_arg(ts: object) -> int:
     """Check ``default_timestamp_ns``: an int (or ``__index__``) that fits in int64; no floats."""
     try:

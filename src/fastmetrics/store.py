@@ -346,16 +346,31 @@ class Store:
         old_node_slot = np.fromiter(
             (old.node_index.get(name, -1) for name in names), dtype=np.int32, count=n
         )
-        # container history is usable only if the node's decoder (its key ids) is the same
+        # container history is usable only if the node's key ids mean the same as last tick:
+        # the same key table, or the table the decoder compacted it into (ids remapped)
         old_keys = old.node_keys
-        old_slot = np.fromiter(
-            (
-                s if s >= 0 and old_keys[s] is batch.keys else -1
-                for s, (_, batch) in zip(old_node_slot.tolist(), batches, strict=True)
-            ),
-            dtype=np.int32,
-            count=n,
-        )
+        old_slot = np.full(n, -1, np.int32)
+        last = self._last
+        remapped_key_id: I32 | None = None
+        for i, (s, (_, batch)) in enumerate(zip(old_node_slot.tolist(), batches, strict=True)):
+            if s < 0:
+                continue
+            if old_keys[s] is batch.keys:
+                old_slot[i] = s
+                continue
+            remap = batch.key_remap
+            if remap is None or remap.old is not old_keys[s]:
+                continue
+            a, b = int(old.row_off[s]), int(old.row_off[s + 1])
+            moved = remap.key_map[last[0][a:b]]
+            if moved.shape[0] and int(moved.min()) < 0:
+                continue  # a key of last tick was dropped: no usable history (never expected)
+            if remapped_key_id is None:
+                remapped_key_id = last[0].copy()  # the published snapshot shares last[0]
+            remapped_key_id[a:b] = moved
+            old_slot[i] = s
+        if remapped_key_id is not None:
+            last = (remapped_key_id, *last[1:])
         counts = np.fromiter((len(b) for _, b in batches), dtype=np.int64, count=n)
         row_off = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=row_off[1:])
@@ -370,7 +385,7 @@ class Store:
         pod_id = _concat([b.pod_id for b in cols], np.int32)
         max_keys = max((len(b.keys) for b in cols), default=0)
         prev, status, rate, window = store_containers(
-            new, row_off, old_slot, self._last, old.row_off, self._prev, self.resolution_ns,
+            new, row_off, old_slot, last, old.row_off, self._prev, self.resolution_ns,
             max_keys,
         )
         pod_counts = np.fromiter((b.keys.pod_count for b in cols), dtype=np.int64, count=n)
