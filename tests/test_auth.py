@@ -561,8 +561,11 @@ async def test_concurrent_reviews_share_one() -> None:
 
 async def _echo(request: web.Request) -> web.Response:
     user = request[USER_KEY]
+    raw = sorted(k.decode().lower() for k, _ in request.raw_headers)
+    headers = sorted(k.lower() for k in request.headers)
+    assert raw == headers
     return web.json_response({"user": user.name, "groups": list(user.groups),
-                              "headers": sorted(k.lower() for k in request.headers)})
+                              "headers": headers})
 
 
 def _security(pki: PKI, hook: FakeWebhook | None = None) -> Security:
@@ -787,3 +790,27 @@ async def test_configmap_lookup_and_watch(tmp_path: Path) -> None:
         assert security.authenticator.config.request_header is None
         await security.stop()
         assert AUTH_CONFIGMAP.endswith("/kube-system/configmaps/extension-apiserver-authentication")
+
+
+async def test_middleware_front_proxy_path(pki: PKI) -> None:
+    """The middleware's own fast path (one header scan, users reused, decisions cached) gives
+    what the plain authenticator gives."""
+    hook = FakeWebhook(_sar_answer({"alice": {"allowed": True}}))
+    security = Security(Authenticator(pki.config()), Authorizer(hook))  # type: ignore[arg-type]
+    seen: list[web.Request] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        return web.Response()
+
+    transport = _Transport(pki.proxy_client)
+    plain = [("X-Remote-User", "alice"), ("X-Remote-Group", "dev"), ("Accept", "*/*")]
+    with_extra = [*plain, ("X-Remote-Extra-Scopes", "s1")]
+    for headers in (plain, plain, with_extra):
+        r = await security.middleware(_request(transport, f"{P}/nodes", headers), handler)
+        assert r.status == 200
+    assert [b["spec"].get("extra") for b in hook.bodies] == [None, {"scopes": ["s1"]}]
+    assert [b["spec"]["groups"] for b in hook.bodies] == [["dev", AUTHENTICATED]] * 2
+    assert seen[0][USER_KEY] is seen[1][USER_KEY]  # the same user object, reused
+    assert [list(r.headers) for r in seen] == [["Accept"]] * 3
+    assert [r.raw_headers for r in seen] == [((b"Accept", b"*/*"),)] * 3

@@ -46,7 +46,7 @@ import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
@@ -57,7 +57,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
+from multidict import CIMultiDictProxy, MultiMapping
 
 from ._version import __version__
 from .cluster import ClientConfig, Informer, KubeApiError, KubeClient
@@ -142,6 +142,14 @@ class User:
     groups: tuple[str, ...] = ()
     uid: str = ""
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    _hash: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # users are keys of the decision cache on every request: hash once
+        object.__setattr__(self, "_hash", hash((self.name, self.groups, self.uid, self.extra)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def with_authenticated(self) -> User:
         """Go's ``AuthenticatedGroupAdder``: add ``system:authenticated`` unless the user is
@@ -173,6 +181,15 @@ class Attributes:
     resource: str = ""
     subresource: str = ""
     name: str = ""
+    _hash: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((
+            self.resource_request, self.verb, self.path, self.api_group, self.api_version,
+            self.namespace, self.resource, self.subresource, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class RequestInfoError(FastMetricsError):
@@ -608,12 +625,20 @@ class TokenAuthenticator:
         self._pending: dict[bytes, asyncio.Task[tuple[User | None, str]]] = {}
         self.reviews = 0
 
-    async def authenticate(self, token: str) -> tuple[User | None, str]:
-        """``(user, "")`` when the token is good; ``(None, why)`` when not."""
+    def cached(self, token: str) -> tuple[User | None, str] | None:
+        """:meth:`authenticate`'s answer when the cache has it, else None."""
         key = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         hit = self._cache.get(key)
         if hit is not None and self.clock() < hit[0]:
             return (hit[1], "") if hit[1] is not None else (None, "invalid bearer token")
+        return None
+
+    async def authenticate(self, token: str) -> tuple[User | None, str]:
+        """``(user, "")`` when the token is good; ``(None, why)`` when not."""
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
+        key = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         task = self._pending.get(key)
         if task is None:
             # a task of its own: a requester that goes away does not cancel the review
@@ -713,6 +738,7 @@ class Authenticator:
         self.tokens = tokens
         self.wall_clock = wall_clock
         self._peers: weakref.WeakKeyDictionary[object, _Peer] = weakref.WeakKeyDictionary()
+        self._proxy_users: dict[tuple[str, tuple[str, ...], str], User] = {}
 
     # ---------------------------------------------------------------- client certificates
 
@@ -776,8 +802,10 @@ class Authenticator:
 
     # ---------------------------------------------------------------- the union
 
-    async def authenticate(self, request: web.BaseRequest) -> User:
-        """The request's user; raises :class:`AuthenticationError` (a 401)."""
+    def _first_pass(self, request: web.BaseRequest, extra_headers: bool
+                    ) -> tuple[User | None, list[str], str]:
+        """Everything but an uncached TokenReview: ``(user, errors, token)``, where a
+        non-empty ``token`` still needs its review."""
         errors: list[str] = []
         peer = self._peer(request.transport)
         headers = request.headers
@@ -787,30 +815,89 @@ class Authenticator:
             elif peer.proxy_ok:
                 rh = self.config.request_header
                 if rh is not None:
-                    user = _front_proxy_user(rh, headers)
+                    user = self._front_proxy_user(rh, headers, extra_headers)
                     if user is not None:
-                        return user.with_authenticated()
+                        return user, errors, ""
             if peer.x509_error:
                 errors.append(peer.x509_error)
             elif peer.x509_user is not None:
-                return peer.x509_user
+                return peer.x509_user, errors, ""
         if self.tokens is not None:
             auth = headers.get("Authorization")
             if auth:
                 parts = auth.strip().split(" ", 2)
                 if len(parts) >= 2 and parts[0].lower() == "bearer" and parts[1]:
-                    user, why = await self.tokens.authenticate(parts[1])
-                    if user is not None:
-                        return user.with_authenticated()
-                    errors.append(why)
+                    hit = self.tokens.cached(parts[1])
+                    if hit is None:
+                        return None, errors, parts[1]
+                    if hit[0] is not None:
+                        return hit[0].with_authenticated(), errors, ""
+                    errors.append(hit[1])
+        return None, errors, ""
+
+    def authenticate_cached(self, request: web.BaseRequest, *,
+                            extra_headers: bool = True) -> User | None:
+        """:meth:`authenticate` when it needs no TokenReview (None: it does, await that)."""
+        user, errors, token = self._first_pass(request, extra_headers)
+        if user is not None:
+            return user
+        if token:
+            return None
         if errors:
             raise AuthenticationError(errors)
         return ANONYMOUS_USER
 
+    async def authenticate(self, request: web.BaseRequest, *,
+                           extra_headers: bool = True) -> User:
+        """The request's user; raises :class:`AuthenticationError` (a 401).
+        ``extra_headers=False`` promises that no header starts with an extra prefix (the
+        caller looked), which spares a pass over the headers."""
+        user, errors, token = self._first_pass(request, extra_headers)
+        if user is not None:
+            return user
+        if token and self.tokens is not None:
+            user, why = await self.tokens.authenticate(token)
+            if user is not None:
+                return user.with_authenticated()
+            errors.append(why)
+        if errors:
+            raise AuthenticationError(errors)
+        return ANONYMOUS_USER
 
-def _front_proxy_user(rh: RequestHeaderConfig, headers: CIMultiDictProxy[str]) -> User | None:
-    """The user the front proxy names in ``headers`` (Go's ``requestHeaderAuthRequestHandler``);
-    None without a user header."""
+    def _front_proxy_user(self, rh: RequestHeaderConfig, headers: CIMultiDictProxy[str],
+                          extra_headers: bool) -> User | None:
+        """:func:`_front_proxy_user`, the users without extra attributes kept for reuse."""
+        if extra_headers:
+            return _front_proxy_user(rh, headers, True)
+        name = ""
+        for h in rh.username_headers:
+            name = headers.get(h, "")
+            if name:
+                break
+        if not name:
+            return None
+        groups = tuple([v for h in rh.group_headers for v in headers.getall(h, ()) if v])
+        uid = ""
+        for h in rh.uid_headers:
+            uid = headers.get(h, "")
+            if uid:
+                break
+        key = (name, groups, uid)
+        user = self._proxy_users.get(key)
+        if user is None:
+            if len(self._proxy_users) >= _PROXY_USERS_SIZE:
+                self._proxy_users.clear()
+            user = self._proxy_users[key] = User(name, groups, uid).with_authenticated()
+        return user
+
+
+_PROXY_USERS_SIZE: Final = 4096
+
+
+def _front_proxy_user(rh: RequestHeaderConfig, headers: CIMultiDictProxy[str],
+                      extra_headers: bool = True) -> User | None:
+    """The user the front proxy names in ``headers`` (Go's ``requestHeaderAuthRequestHandler``),
+    ``system:authenticated`` added; None without a user header."""
     name = ""
     for h in rh.username_headers:
         name = headers.get(h, "")
@@ -823,14 +910,16 @@ def _front_proxy_user(rh: RequestHeaderConfig, headers: CIMultiDictProxy[str]) -
         uid = headers.get(h, "")
         if uid:
             break
-    groups = tuple(v for h in rh.group_headers for v in headers.getall(h, ()) if v)
+    groups = tuple([v for h in rh.group_headers for v in headers.getall(h, ()) if v])
     extra: dict[str, list[str]] = {}
-    for prefix in rh.extra_prefixes:
-        lp = prefix.lower()
-        for k, v in headers.items():
-            if k.lower().startswith(lp):
-                extra.setdefault(_path_unescape(k[len(prefix):].lower()), []).append(v)
-    return User(name, groups, uid, tuple(sorted((k, tuple(v)) for k, v in extra.items())))
+    if extra_headers:
+        for prefix in rh.extra_prefixes:
+            lp = prefix.lower()
+            for k, v in headers.items():
+                if k.lower().startswith(lp):
+                    extra.setdefault(_path_unescape(k[len(prefix):].lower()), []).append(v)
+    return User(name, groups, uid, tuple(sorted((k, tuple(v)) for k, v in extra.items())
+                                         ) if extra else ()).with_authenticated()
 
 
 # ================================================================================ authorization
@@ -1036,9 +1125,8 @@ class Security:
         self._background = list(background)
         self._closers = list(closers)
         self._tasks: list[asyncio.Task[None]] = []
-        self._strip: tuple[RequestHeaderConfig | None, frozenset[str], tuple[str, ...]] = (
-            None, frozenset(), ())
-        self._strip_sets(None)
+        self._sets: _HeaderSets | None = None
+        self._attrs_cache: dict[tuple[str, str], Attributes] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -1066,55 +1154,64 @@ class Security:
 
     # ---------------------------------------------------------------- per request
 
-    def _strip_sets(self, rh: RequestHeaderConfig | None
-                    ) -> tuple[frozenset[str], tuple[str, ...]]:
-        """The header names (lower case) and prefixes removed after authentication: the
-        standard front-proxy ones, the configured ones, ``Authorization``; the names also
-        hold the impersonation headers, to notice them in the same pass."""
-        if self._strip[1] and self._strip[0] is rh:
-            return self._strip[1], self._strip[2]
-        names = {"authorization", *_STANDARD_NAMES, _IMPERSONATE_USER, _IMPERSONATE_GROUP,
-                 _IMPERSONATE_UID}
-        prefixes = {*_STANDARD_PREFIXES, _IMPERSONATE_EXTRA}
+    def _strip_sets(self, rh: RequestHeaderConfig | None) -> _HeaderSets:
+        """Which headers the middleware looks for (lower case) and removes after
+        authentication: the standard and configured front-proxy ones, ``Authorization``, the
+        impersonation ones (refused); and which prefixes mark extra attributes."""
+        sets = self._sets
+        if sets is not None and sets.source is rh:
+            return sets
+        names = {"authorization", *_STANDARD_NAMES}
+        extra = {*_STANDARD_PREFIXES}
         if rh is not None:
             names.update(h.lower() for h in (*rh.username_headers, *rh.uid_headers,
                                              *rh.group_headers))
-            prefixes.update(p.lower() for p in rh.extra_prefixes)
-        self._strip = (rh, frozenset(names), tuple(sorted(prefixes)))
-        return self._strip[1], self._strip[2]
+            extra.update(p.lower() for p in rh.extra_prefixes)
+        self._sets = _HeaderSets(rh, frozenset(names) | _IMPERSONATE_NAMES,
+                                 tuple(sorted(extra | {_IMPERSONATE_EXTRA})),
+                                 tuple(sorted(extra)))
+        return self._sets
 
-    def _strip_headers(self, request: web.Request, names: frozenset[str],
-                       prefixes: tuple[str, ...]) -> web.Request:
-        """A clone of ``request`` without the authentication headers."""
-        kept: CIMultiDict[str] = CIMultiDict()
-        for k, v in request.headers.items():
-            lk = k.lower()
-            if lk not in names and not lk.startswith(prefixes):
-                kept.add(k, v)
-        return request.clone(headers=CIMultiDictProxy(kept))
+    def _attributes(self, request: web.Request) -> Attributes:
+        key = (request.method, request.raw_path)
+        attrs = self._attrs_cache.get(key)
+        if attrs is None:
+            attrs = request_attributes(request.method, request.path, request.query)
+            if len(self._attrs_cache) >= _ATTRS_CACHE_SIZE:
+                self._attrs_cache.clear()
+            self._attrs_cache[key] = attrs
+        return attrs
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        names, prefixes = self._strip_sets(self.authenticator.config.request_header)
-        marked = False
+        sets = self._strip_sets(self.authenticator.config.request_header)
+        # one pass over the header names: anything to strip, impersonate, or read as extra?
+        impersonation = extra = False
+        names, prefixes = sets.names, sets.prefixes
+        found: list[str] = []
         for k in request.headers:
             lk = k.lower()
             if lk in names or lk.startswith(prefixes):
-                marked = True
-                break
+                found.append(lk)
+                if lk.startswith("impersonate-"):
+                    impersonation = True
+                elif lk.startswith(sets.extra_prefixes):
+                    extra = True
         try:
-            user = await self.authenticator.authenticate(request)
+            user = self.authenticator.authenticate_cached(request, extra_headers=extra)
+            if user is None:
+                user = await self.authenticator.authenticate(request, extra_headers=extra)
         except AuthenticationError as e:
             log.info("Unable to authenticate the request",
                      extra={"path": request.path, "err": str(e)})
             return web.Response(status=401, body=UNAUTHORIZED_BODY,
                                 headers={"Content-Type": JSON_CONTENT_TYPE})
-        if marked:
+        if impersonation:
             refusal = _impersonation_refusal(user, request.headers)
             if refusal is not None:
                 return refusal
         try:
-            attrs = request_attributes(request.method, request.path, request.query)
+            attrs = self._attributes(request)
         except RequestInfoError as e:
             return _internal_error(request, f"failed to create RequestInfo: {e}")
         decision = self.authorizer.decide_locally(user, attrs)
@@ -1129,10 +1226,51 @@ class Security:
                                                                 decision.reason),
                                 headers={"Content-Type": JSON_CONTENT_TYPE,
                                          "X-Content-Type-Options": "nosniff"})
-        if marked:
-            request = self._strip_headers(request, names, prefixes)
+        if found:
+            request = _without_headers(request, found)
         request[USER_KEY] = user
         return await handler(request)
+
+
+@dataclass(frozen=True, slots=True)
+class _HeaderSets:
+    source: RequestHeaderConfig | None
+    names: frozenset[str]
+    """Stripped and impersonation header names."""
+    prefixes: tuple[str, ...]
+    """Stripped and impersonation prefixes."""
+    extra_prefixes: tuple[str, ...]
+    """Stripped (extra) prefixes."""
+
+
+_IMPERSONATE_NAMES: Final = frozenset({_IMPERSONATE_USER, _IMPERSONATE_GROUP, _IMPERSONATE_UID})
+_ATTRS_CACHE_SIZE: Final = 4096
+
+
+def _without_headers(request: web.Request, lower_names: Sequence[str]) -> web.Request:
+    """``request`` without the headers ``lower_names`` (lower case), also in
+    ``raw_headers``.
+
+    ``Request.clone(headers=...)`` would cost ~10 µs per request, half the budget: the
+    request's own header view is replaced instead (aiohttp's ``_headers`` and ``_message``; a
+    clone when they are not there, should aiohttp change)."""
+    kept = request.headers.copy()
+    for name in lower_names:
+        kept.popall(name, None)
+    view = CIMultiDictProxy(kept)
+    message = getattr(request, "_message", None)
+    cache = getattr(request, "_cache", None)
+    if message is None or not hasattr(message, "_replace") or not isinstance(cache, dict) \
+            or getattr(request, "_headers", None) is not request.headers:
+        return request.clone(headers=view)
+    gone = {n.encode("latin-1") for n in lower_names}
+    raw = tuple([kv for kv in message.raw_headers if kv[0].lower() not in gone])
+    request._message = message._replace(headers=view, raw_headers=raw)
+    request._headers = view
+    # ``headers`` and ``raw_headers`` are cached properties (aiohttp's ``reify``)
+    cache.pop("headers", None)
+    cache.pop("raw_headers", None)
+    return request
 
 
 def _internal_error(request: web.BaseRequest, err: str) -> web.Response:
