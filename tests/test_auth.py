@@ -814,3 +814,61 @@ async def test_middleware_front_proxy_path(pki: PKI) -> None:
     assert seen[0][USER_KEY] is seen[1][USER_KEY]  # the same user object, reused
     assert [list(r.headers) for r in seen] == [["Accept"]] * 3
     assert [r.raw_headers for r in seen] == [((b"Accept", b"*/*"),)] * 3
+
+
+async def test_webhook_client_retries(tmp_path: Path) -> None:
+    """Transient failures (500, 429, 504) are retried with backoff; others fail at once; a
+    401 is retried once with fresh credentials; an unreachable server fails at once."""
+    from fastmetrics.auth import Backoff, WebhookClient
+    from fastmetrics.cluster import ClientConfig, TLSConfig
+    from fastmetrics.sim.certs import server_context
+
+    ca = CertAuthority(tmp_path, "ca")
+    pair = ca.issue("srv", "localhost", ip_addresses=("127.0.0.1",), server=True)
+    script: list[int] = []
+    seen: list[dict[str, Any]] = []
+
+    async def review(request: web.Request) -> web.Response:
+        seen.append({"auth": request.headers.get("Authorization"), **await request.json()})
+        status = script.pop(0) if script else 201
+        if status != 201:
+            return web.Response(status=status, text=f"status {status}")
+        return web.json_response({"status": {"allowed": True}}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(pair))
+    await site.start()
+    port = runner.addresses[0][1]
+    config = ClientConfig(f"https://127.0.0.1:{port}", TLSConfig(ca_file=str(ca.cert_file)),
+                          token="t0k3n")
+    hook = WebhookClient(config, backoff=Backoff(initial_s=0.01, steps=3))
+    path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    try:
+        script[:] = [500, 429]
+        assert await hook.create(path, {"x": 1}) == {"status": {"allowed": True}}
+        assert len(seen) == 3 and seen[0] == {"auth": "Bearer t0k3n", "x": 1}
+        script[:] = [500, 504, 500]
+        with pytest.raises(WebhookError, match="HTTP 500: status 500"):
+            await hook.create(path, {})
+        script[:] = [403]
+        with pytest.raises(WebhookError, match="HTTP 403"):
+            await hook.create(path, {})
+        script[:] = [401]  # a static token cannot be refreshed: no second try
+        with pytest.raises(WebhookError, match="HTTP 401"):
+            await hook.create(path, {})
+        assert hook.calls == 3 + 3 + 1 + 1
+        with pytest.raises(WebhookError, match="404"):
+            await hook.create("/nowhere", {})
+    finally:
+        await hook.close()
+        await runner.cleanup()
+    down = WebhookClient(ClientConfig(f"https://127.0.0.1:{port}",
+                                      TLSConfig(ca_file=str(ca.cert_file))))
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(WebhookError, match="ClientConnectorError"):
+        await down.create(path, {})
+    assert asyncio.get_running_loop().time() - t0 < 0.4  # refused: not retried
+    await down.close()

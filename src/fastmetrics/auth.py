@@ -586,7 +586,8 @@ class WebhookClient:
             except (aiohttp.ServerDisconnectedError, ConnectionResetError) as e:
                 last = f"{type(e).__name__}: {e}"
                 continue
-            except (aiohttp.ClientError, OSError, TimeoutError, ConfigError) as e:
+            except (aiohttp.ClientError, OSError, TimeoutError, ConfigError,
+                    RuntimeError) as e:  # RuntimeError: the session was closed (stopping)
                 raise WebhookError(f"{path}: {type(e).__name__}: {e}".rstrip(": ")) from None
             if status == 401 and not refreshed and self.config.invalidate_credentials():
                 refreshed = True
