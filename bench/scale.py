@@ -183,6 +183,22 @@ class Tick:
 
 
 @dataclass
+class Window:
+    """One measured window: /proc and /metrics samples at its ends, its ticks."""
+
+    c0: float
+    s0: float
+    h0: tuple[float, float]
+    start: float
+    c1: float = 0.0
+    s1: float = 0.0
+    h1: tuple[float, float] = (0.0, 0.0)
+    end: float = 0.0
+    ticks: list[Tick] = field(default_factory=list)
+    rss_peak: float = 0.0
+
+
+@dataclass
 class Result:
     nodes: int
     pods_per_node: int
@@ -202,7 +218,13 @@ class Result:
     sim_ready_s: float = 0.0
     ready_s: float | None = None
     cpu_s_per_tick: float = 0.0
+    """With the API load (the loaded window)."""
     mcpu_per_node: float = 0.0
+    idle_cpu_s_per_tick: float | None = None
+    """Collection alone (the window before the load starts)."""
+    idle_mcpu_per_node: float | None = None
+    idle_tick_durations_s: list[float] = field(default_factory=list)
+    idle_tick_after_jitter_s: list[float] = field(default_factory=list)
     rss_mib: float = 0.0
     hwm_mib: float = 0.0
     rss_mib_per_node: float = 0.0
@@ -628,12 +650,10 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
             _progress(f"fastmetrics ready after {res.ready_s:.1f} s "
                       f"({len(tail.ticks)} ticks so far)")
 
-            # ---- load from now on; the window starts after the warm-up ticks
             targets = hpa_targets(args.nodes, args.pods_per_node, namespaces)
             load = Load(session, base, targets, args, random.Random(args.seed))
             stop = asyncio.Event()
-            loops = [asyncio.ensure_future(f(stop)) for f in
-                     (load.hpa_loop, load.vpa_loop, load.age_loop)]
+            loops: list[asyncio.Future[None]] = []
 
             async def next_tick() -> Tick:
                 limit = time.monotonic() + 3 * args.resolution + 120
@@ -659,18 +679,46 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                             return parse_tick_histogram((await r.read()).decode())
                 raise RuntimeError(f"GET /metrics: {r.status}")
 
+            async def window_of(ticks: int, label: str, loaded: bool) -> Window:
+                """``ticks`` whole ticks, from right after one finished (readiness follows
+                the second tick at once, so a window may start at readiness)."""
+                assert fm is not None
+                w = Window(c0=proc_cpu_s(fm.pid), s0=proc_cpu_s(sim.pid),
+                           h0=await sample_metrics(), start=time.time())
+                mark = len(load.hpa)
+                while len(w.ticks) < ticks:
+                    t = await next_tick()
+                    w.ticks.append(t)
+                    rss, _ = proc_mem_mib(fm.pid)
+                    w.rss_peak = max(w.rss_peak, rss)
+                    cpu = proc_cpu_s(fm.pid) - w.c0
+                    line = (f"{label} tick {len(w.ticks)}/{ticks}: {t.duration_s:.2f} s, "
+                            f"{t.pods} pods, {t.failed} failed | fastmetrics CPU "
+                            f"{cpu / len(w.ticks):.2f} s/tick, RSS {rss:.0f} MiB")
+                    if loaded:
+                        recent = sorted(x[1] for x in load.hpa[mark:])
+                        p99 = percentile(recent, 0.99)
+                        line += (f" | HPA {len(recent)} req, p99 "
+                                 f"{'-' if p99 is None else f'{p99 * 1e3:.1f}'} ms")
+                    _progress(f"{line} | load {loadavg()[0]:.2f}")
+                w.c1, w.s1 = proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)
+                w.h1 = await sample_metrics()
+                w.end = time.time()
+                return w
+
             try:
                 base_ticks = len(tail.ticks)
                 while len(tail.ticks) < base_ticks + args.warmup_ticks:
                     t = await next_tick()
                     _progress(f"warm-up tick: {t.duration_s:.2f} s, {t.pods} pods, "
                               f"{t.failed} failed")
-                # the window starts right after a tick finished: readiness follows the second
-                # tick at once, so with no warm-up the window starts now
-                c0, s0 = proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)
-                h0 = await sample_metrics()
-                w_start = time.time()
-                hpa_mark = len(load.hpa)
+                idle = None
+                if args.idle_ticks:
+                    # scraping alone: what the collection costs without any API load
+                    idle = await window_of(args.idle_ticks, "collect-only", loaded=False)
+                # then the same with the HPA-like and VPA-like load applied
+                loops = [asyncio.ensure_future(f(stop)) for f in
+                         (load.hpa_loop, load.vpa_loop, load.age_loop)]
                 if args.py_spy:
                     spy = subprocess.Popen(
                         [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
@@ -679,28 +727,24 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                          str(int(args.ticks * args.resolution)),
                          "--format", args.py_spy_format, "-o", str(args.py_spy)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                window: list[Tick] = []
-                rss_peak = 0.0
-                while len(window) < args.ticks:
-                    t = await next_tick()
-                    window.append(t)
-                    rss, hwm = proc_mem_mib(fm.pid)
-                    rss_peak = max(rss_peak, rss)
-                    cpu = proc_cpu_s(fm.pid) - c0
-                    recent = sorted(x[1] for x in load.hpa[hpa_mark:])
-                    p99 = percentile(recent, 0.99)
-                    _progress(
-                        f"tick {len(window)}/{args.ticks}: {t.duration_s:.2f} s, {t.pods} pods,"
-                        f" {t.failed} failed | fastmetrics CPU {cpu / len(window):.2f} s/tick, "
-                        f"RSS {rss:.0f} MiB | HPA {len(recent)} req, p99 "
-                        f"{'-' if p99 is None else f'{p99 * 1e3:.1f}'} ms | load "
-                        f"{loadavg()[0]:.2f}")
-                c1, s1 = proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)
-                h1 = await sample_metrics()
-                w_end = time.time()
+                loaded = await window_of(args.ticks, "loaded", loaded=True)
             finally:
                 stop.set()
                 await asyncio.gather(*loops, return_exceptions=True)
+            c0, c1, s0, s1, h0, h1 = (loaded.c0, loaded.c1, loaded.s0, loaded.s1, loaded.h0,
+                                      loaded.h1)
+            window, rss_peak = loaded.ticks, loaded.rss_peak
+            w_start, w_end = loaded.start, loaded.end
+            if idle is not None:
+                res.idle_cpu_s_per_tick = (idle.c1 - idle.c0) / len(idle.ticks)
+                res.idle_mcpu_per_node = (res.idle_cpu_s_per_tick / args.resolution
+                                          / args.nodes * 1e3)
+                res.idle_tick_durations_s = [round(t.duration_s, 3) for t in idle.ticks]
+                res.idle_tick_after_jitter_s = [
+                    round(max(0.0, t.duration_s - (t.max_jitter_s if t.max_jitter_s is not None
+                                                   else min(0.008 * args.nodes, 4.0))), 3)
+                    for t in idle.ticks]
+                rss_peak = max(rss_peak, idle.rss_peak)
             rss, hwm = proc_mem_mib(fm.pid)
             tail.poll()
         # ---- figures
@@ -772,23 +816,26 @@ def _f(v: float | None, fmt: str = ".2f") -> str:
 
 def table(results: Sequence[Result]) -> str:
     """The markdown table of a run or a sweep."""
-    head = ("| nodes x pods | pods served | ready s | fastmetrics CPU s/tick | mCPU/node | "
-            "RSS MiB (peak) | MiB/node | tick mean / max s | max after jitter s | "
-            "HPA req/s: p50 / p99 / p99 in tick / max ms | VPA all pods ms (MB) | "
-            "data age median / max s | failed/tick | sim CPU s/tick | load avg |")
+    head = ("| nodes x pods | pods served | ready s | CPU s/tick: collect only / with API load "
+            "| mCPU per node: collect only / with load | RSS MiB (peak) | MiB per node | "
+            "tick s: mean / max | max tick after jitter s: collect only / with load | "
+            "HPA lists/s: p50 / p99 / p99 during ticks / max ms | VPA all-pod list ms (MB) | "
+            "data age median / max s | failed nodes/tick | sim CPU s/tick | load avg |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|"]
     for r in results:
         if r.error:
-            lines.append(f"| {r.nodes} x {r.pods_per_node} | failed: {r.error} |")
+            lines.append(f"| {r.nodes:,} x {r.pods_per_node} | failed: {r.error} |")
             continue
         vpa = ", ".join(f"{v:.0f}" for v in r.vpa_ms) or "-"
+        idle_after = max(r.idle_tick_after_jitter_s, default=None)
         lines.append(
             f"| {r.nodes:,} x {r.pods_per_node} | {r.pods_served:,} | {_f(r.ready_s, '.1f')} | "
-            f"{r.cpu_s_per_tick:.2f} | {r.mcpu_per_node:.4f} | {r.rss_mib:.0f} "
+            f"{_f(r.idle_cpu_s_per_tick)} / {r.cpu_s_per_tick:.2f} | "
+            f"{_f(r.idle_mcpu_per_node, '.4f')} / {r.mcpu_per_node:.4f} | {r.rss_mib:.0f} "
             f"({r.hwm_mib:.0f}) | {r.rss_mib_per_node:.3f} | {r.tick_mean_s:.2f} / "
-            f"{r.tick_max_s:.2f} | {r.tick_after_jitter_max_s:.2f} | {r.hpa_rate:g}: "
-            f"{_f(r.hpa_p50_ms)} / {_f(r.hpa_p99_ms)} / {_f(r.hpa_in_tick_p99_ms)} / "
-            f"{_f(r.hpa_max_ms, '.1f')} | {vpa} ({r.vpa_mb:.1f}) | "
+            f"{r.tick_max_s:.2f} | {_f(idle_after)} / {r.tick_after_jitter_max_s:.2f} | "
+            f"{r.hpa_rate:g}: {_f(r.hpa_p50_ms)} / {_f(r.hpa_p99_ms)} / "
+            f"{_f(r.hpa_in_tick_p99_ms)} / {_f(r.hpa_max_ms, '.1f')} | {vpa} ({r.vpa_mb:.1f}) | "
             f"{_f(r.age_median_s, '.1f')} / {_f(r.age_max_s, '.1f')} | "
             f"{max(r.failed_per_tick, default=0)} | {r.sim_cpu_s_per_tick:.2f} | "
             f"{r.loadavg_start[0]:.1f}-{r.loadavg_end[0]:.1f} |")
@@ -800,7 +847,12 @@ def report(results: Sequence[Result]) -> str:
     for r in results:
         if r.error:
             continue
-        out.append(f"{r.nodes:,} x {r.pods_per_node}: ticks {r.tick_durations_s} s, after "
+        if r.idle_tick_durations_s:
+            out.append(f"{r.nodes:,} x {r.pods_per_node}, collect only: ticks "
+                       f"{r.idle_tick_durations_s} s, after the longest jitter sleep "
+                       f"{r.idle_tick_after_jitter_s} s")
+        out.append(f"{r.nodes:,} x {r.pods_per_node}, with load: ticks {r.tick_durations_s} s, "
+                   "after "
                    f"the longest jitter sleep {r.tick_after_jitter_s} s (jitter window "
                    f"{r.jitter_window_s:g} s); timeouts per tick {r.timeouts_per_tick}; "
                    f"HPA {r.hpa_requests} requests "
@@ -837,6 +889,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pods-per-node", type=int, default=30)
     p.add_argument("--containers-per-pod", type=int, default=2)
     p.add_argument("--ticks", type=int, default=4, help="ticks in the measured window")
+    p.add_argument("--idle-ticks", type=int, default=2,
+                   help="ticks measured before the API load starts (collection alone; "
+                        "default 2, 0: none)")
     p.add_argument("--warmup-ticks", type=int, default=1,
                    help="ticks after readiness before the window (default 1; 0: the window "
                         "starts at readiness, right after the second tick)")
@@ -870,8 +925,8 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     if args.nodes < 1 or args.pods_per_node < 0 or args.containers_per_pod < 1:
         problems.append("--nodes and --containers-per-pod must be >= 1, --pods-per-node >= 0")
-    if args.ticks < 1 or args.warmup_ticks < 0:
-        problems.append("--ticks must be >= 1 and --warmup-ticks >= 0")
+    if args.ticks < 1 or args.warmup_ticks < 0 or args.idle_ticks < 0:
+        problems.append("--ticks must be >= 1, --warmup-ticks and --idle-ticks >= 0")
     if args.resolution <= 0 or args.hpa_rate < 0 or args.vpa_interval < 0:
         problems.append("--resolution must be > 0; --hpa-rate and --vpa-interval >= 0")
     if args.pods_per_node == 0:

@@ -22,14 +22,13 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
 def test_scale_harness_tiny_cluster(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     cmd = [sys.executable, "-m", "bench.scale", "--nodes", "5", "--pods-per-node", "3",
-           "--ticks", "2", "--warmup-ticks", "0", "--hpa-rate", "20", "--vpa-interval", "7",
-           "--budget-s", "150", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=200,
+           "--ticks", "2", "--warmup-ticks", "0", "--idle-ticks", "1", "--hpa-rate", "20",
+           "--vpa-interval", "7", "--budget-s", "200", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # progress while running, a table at the end
     assert "fastmetrics ready after" in proc.stdout
-    assert "tick 2/2" in proc.stdout
     assert "| 5 x 3 | 15 |" in proc.stdout
 
     [r] = json.loads(out.read_text())
@@ -41,6 +40,10 @@ def test_scale_harness_tiny_cluster(tmp_path: Path) -> None:
     # readiness needs two ticks at the stock resolution
     assert 14.0 < r["ready_s"] < 60.0
     assert 0.0 < r["cpu_s_per_tick"] < 15.0
+    # collection alone first (one tick), then with the API load
+    assert 0.0 < r["idle_cpu_s_per_tick"] < 15.0 and len(r["idle_tick_durations_s"]) == 1
+    assert r["idle_mcpu_per_node"] == pytest.approx(r["idle_cpu_s_per_tick"] / 15 / 5 * 1e3)
+    assert "collect-only tick 1/1" in proc.stdout and "loaded tick 2/2" in proc.stdout
     assert r["mcpu_per_node"] == pytest.approx(r["cpu_s_per_tick"] / 15 / 5 * 1e3)
     assert 10.0 < r["rss_mib"] <= r["hwm_mib"] + 1
     assert 0.0 < r["tick_mean_s"] < 10.0
