@@ -678,7 +678,7 @@ def test_dynamic_config_from_configmap(pki: PKI, caplog: pytest.LogCaptureFixtur
     dyn.on_configmap("MODIFIED", data, {**data, "requestheader-allowed-names": "nope"})
     assert auth.config is first
     assert "requestheader-allowed-names is not a JSON list of strings" in \
-        caplog.records[-1].err
+        caplog.records[-1].__dict__["err"]
     dyn.on_configmap("MODIFIED", data, {**data, "requestheader-client-ca-file": "garbage"})
     assert auth.config is first
     # deleted: no CA from it any more
@@ -872,3 +872,49 @@ async def test_webhook_client_retries(tmp_path: Path) -> None:
         await down.create(path, {})
     assert asyncio.get_running_loop().time() - t0 < 0.4  # refused: not retried
     await down.close()
+
+
+def test_intermediates_sent_by_the_client(pki: PKI) -> None:
+    """A chain through an intermediate verifies when the client sends the intermediate
+    (``SSLObject.get_unverified_chain``, Python 3.13+), not without it."""
+    from fastmetrics.auth import _der
+
+    now = dt.datetime.now(dt.UTC)
+    root = x509.load_pem_x509_certificate(pki.cluster.cert_pem)
+    mid_key = ec.generate_private_key(ec.SECP256R1())
+    mid_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intermediate")])
+    mid = (x509.CertificateBuilder().subject_name(mid_name).issuer_name(root.subject)
+           .public_key(mid_key.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(now - dt.timedelta(hours=1))
+           .not_valid_after(now + dt.timedelta(days=1))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+           .sign(pki.cluster._key, hashes.SHA256()))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deep")]))
+            .issuer_name(mid_name).public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1)).sign(mid_key, hashes.SHA256()))
+    leaf_der = leaf.public_bytes(serialization.Encoding.DER)
+    mid_pem = mid.public_bytes(serialization.Encoding.PEM).decode()
+
+    class Cert:  # what Python 3.13's _ssl.Certificate offers
+        def __init__(self, pem: str) -> None:
+            self.pem = pem
+
+        def public_bytes(self) -> str:
+            return self.pem
+
+    class ChainSSLObject(_SSLObject):
+        def get_unverified_chain(self) -> list[Any]:
+            return [leaf_der, Cert(mid_pem)]
+
+    assert _der(Cert(mid_pem)) == mid.public_bytes(serialization.Encoding.DER)
+    with pytest.raises(CertificateError, match="unknown authority"):
+        pki.client_pool().verify(leaf_der)
+    auth = Authenticator(pki.config())
+    transport = _Transport(leaf_der)
+    transport.ssl_object = ChainSSLObject(leaf_der)
+    peer = auth._peer(transport)
+    assert peer.x509_user is not None and peer.x509_user.name == "deep"

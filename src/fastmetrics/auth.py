@@ -43,6 +43,7 @@ import logging
 import os
 import random
 import re
+import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -729,6 +730,15 @@ class _Peer:
 _NO_CERT: Final = _Peer(-1, float("-inf"), float("inf"))
 
 
+def _der(cert: Any) -> bytes:
+    """DER bytes of a certificate from ``SSLObject.get_unverified_chain()`` (Python 3.13:
+    ``_ssl.Certificate``, whose ``public_bytes()`` gives PEM text by default)."""
+    if isinstance(cert, bytes):
+        return cert
+    raw = cert.public_bytes()
+    return ssl.PEM_cert_to_DER_cert(raw) if isinstance(raw, str) else bytes(raw)
+
+
 class Authenticator:
     """The union of SPEC §6.1 over a dynamic :class:`AuthConfig` (``config`` may be replaced
     at any time; connections re-verify their certificate under the new one)."""
@@ -761,8 +771,7 @@ class Authenticator:
             intermediates: list[bytes] = []
             if chain is not None:
                 with contextlib.suppress(Exception):
-                    intermediates = [c if isinstance(c, bytes) else c.public_bytes()
-                                     for c in (chain() or [])[1:]]
+                    intermediates = [_der(c) for c in (chain() or [])[1:]]
             peer = self._verify(config, der, intermediates, now)
         self._peers[ssl_object] = peer
         return peer
