@@ -3,7 +3,10 @@
 :class:`MetricsAPI` holds what a request reads (the informers' read API, the current storage
 snapshot, the server's ``--node-selector``, the freshness histogram) and :func:`add_routes`
 registers the resource, discovery, ``/version`` and OpenAPI routes on an aiohttp application.
-Bodies come from :mod:`.objects`, :mod:`.protobuf` and :mod:`.discovery` unchanged.
+Bodies come from :mod:`.objects`, :mod:`.protobuf` and :mod:`.discovery` unchanged, except
+long pod lists (``OFFLOAD_MIN_PODS`` and more, JSON or protobuf): those are written by
+:mod:`.render` from the snapshot's columns, in the render executor (:func:`render_executor`),
+and sent in chunks, so that a 150,000-pod list never holds up the small requests around it.
 """
 
 from __future__ import annotations
