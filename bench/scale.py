@@ -593,7 +593,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
     )
     cpus = sorted(os.sched_getaffinity(0))
     if two_cpus:
-        pin(0, {cpus[1]})  # this process (and the load) with the simulator
+        pin(0, {cpus[1]})  # this process (and the load) with the simulator; undone at the end
     sim, ready_file = start_sim(args, workdir, namespaces)
     res.sim_pid = sim.pid
     fm: subprocess.Popen[bytes] | None = None
@@ -796,6 +796,8 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
         res.log_samples = tail.samples + load.errors
         return res
     finally:
+        if two_cpus:
+            pin(0, set(cpus))
         if spy is not None:
             try:
                 spy.wait(30)
