@@ -176,6 +176,10 @@ class Tick:
     max_jitter_s: float | None = None
     """The longest jitter sleep drawn in the tick ("Tick details", -v=2)."""
     timeouts: int = 0
+    fm_busy: float = 0.0
+    """Share of one CPU fastmetrics used while the tick ran (from /proc, 0.25 s samples)."""
+    sim_busy: float = 0.0
+    """The same for the simulator (kubelets and apiserver)."""
 
     @property
     def start_s(self) -> float:
@@ -234,6 +238,9 @@ class Result:
     tick_after_jitter_max_s: float = 0.0
     tick_after_jitter_s: list[float] = field(default_factory=list)
     timeouts_per_tick: list[int] = field(default_factory=list)
+    busy_during_ticks: list[tuple[float, float]] = field(default_factory=list)
+    """Per loaded tick: (fastmetrics, simulator) share of one CPU while it ran."""
+    idle_busy_during_ticks: list[tuple[float, float]] = field(default_factory=list)
     tick_durations_s: list[float] = field(default_factory=list)
     failed_per_tick: list[int] = field(default_factory=list)
     pods_served: int = 0
@@ -679,6 +686,27 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                             return parse_tick_histogram((await r.read()).decode())
                 raise RuntimeError(f"GET /metrics: {r.status}")
 
+            samples: list[tuple[float, float, float]] = []
+
+            async def sample_cpu() -> None:
+                """(wall time, fastmetrics CPU s, simulator CPU s) every 0.25 s, to tell
+                which process a slow tick waited for."""
+                assert fm is not None
+                while fm.poll() is None and sim.poll() is None:
+                    samples.append((time.time(), proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)))
+                    await asyncio.sleep(0.25)
+
+            sampler = asyncio.ensure_future(sample_cpu())
+
+            def busy(t: Tick) -> tuple[float, float]:
+                """Share of one CPU fastmetrics and the simulator used during tick ``t``."""
+                inside = [x for x in samples if t.start_s <= x[0] <= t.end_s]
+                if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+                    return 0.0, 0.0
+                span = inside[-1][0] - inside[0][0]
+                return ((inside[-1][1] - inside[0][1]) / span,
+                        (inside[-1][2] - inside[0][2]) / span)
+
             async def window_of(ticks: int, label: str, loaded: bool) -> Window:
                 """``ticks`` whole ticks, from right after one finished (readiness follows
                 the second tick at once, so a window may start at readiness)."""
@@ -692,9 +720,11 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                     rss, _ = proc_mem_mib(fm.pid)
                     w.rss_peak = max(w.rss_peak, rss)
                     cpu = proc_cpu_s(fm.pid) - w.c0
-                    line = (f"{label} tick {len(w.ticks)}/{ticks}: {t.duration_s:.2f} s, "
-                            f"{t.pods} pods, {t.failed} failed | fastmetrics CPU "
-                            f"{cpu / len(w.ticks):.2f} s/tick, RSS {rss:.0f} MiB")
+                    t.fm_busy, t.sim_busy = busy(t)
+                    line = (f"{label} tick {len(w.ticks)}/{ticks}: {t.duration_s:.2f} s "
+                            f"(busy during it: fastmetrics {t.fm_busy:.0%}, sim "
+                            f"{t.sim_busy:.0%}), {t.pods} pods, {t.failed} failed | "
+                            f"fastmetrics CPU {cpu / len(w.ticks):.2f} s/tick, RSS {rss:.0f} MiB")
                     if loaded:
                         recent = sorted(x[1] for x in load.hpa[mark:])
                         p99 = percentile(recent, 0.99)
@@ -730,7 +760,8 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                 loaded = await window_of(args.ticks, "loaded", loaded=True)
             finally:
                 stop.set()
-                await asyncio.gather(*loops, return_exceptions=True)
+                sampler.cancel()
+                await asyncio.gather(*loops, sampler, return_exceptions=True)
             c0, c1, s0, s1, h0, h1 = (loaded.c0, loaded.c1, loaded.s0, loaded.s1, loaded.h0,
                                       loaded.h1)
             window, rss_peak = loaded.ticks, loaded.rss_peak
@@ -745,6 +776,8 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                                                    else min(0.008 * args.nodes, 4.0))), 3)
                     for t in idle.ticks]
                 rss_peak = max(rss_peak, idle.rss_peak)
+                res.idle_busy_during_ticks = [(round(t.fm_busy, 2), round(t.sim_busy, 2))
+                                              for t in idle.ticks]
             rss, hwm = proc_mem_mib(fm.pid)
             tail.poll()
         # ---- figures
@@ -767,6 +800,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                                            else res.jitter_window_s)), 3) for t in window]
         res.tick_after_jitter_max_s = max(res.tick_after_jitter_s)
         res.timeouts_per_tick = [t.timeouts for t in window]
+        res.busy_during_ticks = [(round(t.fm_busy, 2), round(t.sim_busy, 2)) for t in window]
         res.failed_per_tick = [t.failed for t in window]
         res.pods_served = window[-1].pods
         in_window = [h for h in load.hpa if w_start <= h[0] <= w_end]
@@ -852,11 +886,13 @@ def report(results: Sequence[Result]) -> str:
         if r.idle_tick_durations_s:
             out.append(f"{r.nodes:,} x {r.pods_per_node}, collect only: ticks "
                        f"{r.idle_tick_durations_s} s, after the longest jitter sleep "
-                       f"{r.idle_tick_after_jitter_s} s")
+                       f"{r.idle_tick_after_jitter_s} s; CPU share while ticking "
+                       f"(fastmetrics, sim) {r.idle_busy_during_ticks}")
         out.append(f"{r.nodes:,} x {r.pods_per_node}, with load: ticks {r.tick_durations_s} s, "
                    "after "
                    f"the longest jitter sleep {r.tick_after_jitter_s} s (jitter window "
-                   f"{r.jitter_window_s:g} s); timeouts per tick {r.timeouts_per_tick}; "
+                   f"{r.jitter_window_s:g} s); CPU share while ticking (fastmetrics, sim) "
+                   f"{r.busy_during_ticks}; timeouts per tick {r.timeouts_per_tick}; "
                    f"HPA {r.hpa_requests} requests "
                    f"({r.hpa_in_tick_requests} during ticks, {r.hpa_errors} failed, "
                    f"{r.hpa_skipped} not sent), median {r.hpa_items_median:g} pods per list; "
