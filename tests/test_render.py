@@ -365,3 +365,11 @@ def test_served_pods_are_the_pods_with_usage() -> None:
     assert snap.served_pods() is served  # memoized
     usage = snap.pod("ns", "y")
     assert usage is not None and usage.containers == [ContainerUsage("c", 66666666, 4096)]
+
+
+def test_offsets_are_checked(kernels: Any) -> None:
+    for bad in (np.zeros(0, np.int64), np.array([1, 2], np.int64), np.array([0, 3, 2], np.int64),
+                np.array([0, 5], np.int64)):
+        with pytest.raises(FastMetricsError, match="not within their buffer"):
+            kernels._check_offsets(bad, 4, "test")
+    kernels._check_offsets(np.array([0, 0, 4], np.int64), 4, "test")
