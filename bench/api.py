@@ -19,10 +19,11 @@ Measured:
 (d) in-process renders of the same bodies: the columnar path (compiled and pure-Python twin),
     the object-by-object path it replaced, and the bodies built naively (dicts +
     ``json.dumps``);
-(e) (b) again while a VPA-like client lists all pods back to back (JSON and protobuf in
-    turn; its own process, niced, on the load generator's CPU, so that decrypting its bodies
-    does not slow the HPA client) and the server swaps in a new snapshot every 5 s (each
-    one's first list builds its table);
+(e) (b) again while a VPA-like client lists all pods (JSON and protobuf in turn; its own
+    process, niced, on the load generator's CPU, so that decrypting its bodies does not slow
+    the HPA client), back to back (which saturates the server's one core) and one list a
+    second (~60x the VPA recommender's default once a minute), and the server swaps in a new
+    snapshot every 5 s (each one's first list builds its table);
 (f) ``/metrics`` at 5,000 nodes: render time, in-process.
 
 With (c) and (e), the server's event-loop lag: how late a 1 ms timer in the server fires
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import gc
@@ -362,9 +364,10 @@ class Load:
         return lat
 
     async def vpa(self, stop: asyncio.Event, rotate_every_s: float,
-                  max_requests: int) -> dict[str, list[float]]:
-        """All-pods lists back to back (JSON then protobuf, alternating) until ``stop``;
-        a new snapshot every ``rotate_every_s``. Wall time per list, by format."""
+                  max_requests: int, every_s: float = 0.0) -> dict[str, list[float]]:
+        """All-pods lists (JSON and protobuf in turn) until ``stop``, one every ``every_s``
+        (0: back to back); a new snapshot every ``rotate_every_s``. Wall time per list, by
+        format."""
         out: dict[str, list[float]] = {"JSON": [], "protobuf": []}
         next_rotation = time.perf_counter() + rotate_every_s
         async with self.session(limit=2) as s:
@@ -381,7 +384,11 @@ class Load:
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"VPA list: {r.status}")
-                out[label].append(time.perf_counter() - t0)
+                took = time.perf_counter() - t0
+                out[label].append(took)
+                if every_s > took:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), every_s - took)
         return out
 
 
@@ -390,7 +397,8 @@ def _percentiles(lat: list[float]) -> tuple[float, float, float]:
     return (lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1])
 
 
-def vpa_main(port: int, cert_dir: Path, seconds: float, rotate_every_s: float) -> None:
+def vpa_main(port: int, cert_dir: Path, seconds: float, rotate_every_s: float,
+             every_s: float) -> None:
     """The VPA-like client as its own (niced) process, so that decrypting its 35-55 MB bodies
     does not slow the HPA load generator's loop: all-pods lists back to back for ``seconds``;
     prints the wall time of each list, by format, as JSON."""
@@ -405,7 +413,7 @@ def vpa_main(port: int, cert_dir: Path, seconds: float, rotate_every_s: float) -
     async def run() -> dict[str, list[float]]:
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(seconds, stop.set)
-        return await load.vpa(stop, rotate_every_s, 100_000)
+        return await load.vpa(stop, rotate_every_s, 100_000, every_s)
 
     print(json.dumps(uvloop.run(run())), flush=True)
 
@@ -512,10 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="15,000 pods, shorter runs")
     ap.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--cert-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--parts", default="abcdef", help="which measurements (letters a-f)")
     ap.add_argument("--switch-interval-ms", type=float, default=0.0,
                     help="the server's sys.setswitchinterval (default: Python's)")
     ap.add_argument("--vpa", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--vpa-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
+    ap.add_argument("--vpa-every", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--pods", type=int, default=0)
     ap.add_argument("--label", default="", help="a name for this run in RESULTS.md")
     ap.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
@@ -525,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_main(args.serve, pods_total, Path(args.cert_dir), args.switch_interval_ms / 1e3)
         return 0
     if args.vpa:
-        vpa_main(args.vpa, Path(args.cert_dir), args.vpa_seconds, 5.0)
+        vpa_main(args.vpa, Path(args.cert_dir), args.vpa_seconds, 5.0, args.vpa_every)
         return 0
 
     import uvloop
@@ -563,6 +573,16 @@ def main(argv: list[str] | None = None) -> int:
         sel_path = f"{P}/namespaces/{ns0}/pods?labelSelector=app%3Dapp-3"
 
         async def run() -> None:
+            if "a" in args.parts:
+                await part_a()
+            if "b" in args.parts:
+                await part_b()
+            if "c" in args.parts:
+                await part_c()
+            if "e" in args.parts:
+                await part_e()
+
+        async def part_a() -> None:
             # (a) single PodMetrics GET
             await load.closed_loop(single_path, 8, 0.5, 2000)  # warm-up
             c0 = _cpu_seconds(proc.pid)
@@ -577,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("(a) PodMetrics GET, pipelined raw TLS sockets, 4 conns x 16",
                          f"{n / t:,.0f} req/s", f"server CPU {cpu / n * 1e6:.0f} µs/req "
                          f"({cpu / t:.0%} of a core)"))
+        async def part_b() -> None:
             # (b) HPA-style list, open loop at 1,000 req/s
             body = await load.get(sel_path)
             assert len(json.loads(body)["items"]) == GROUP, "selector must match 50 pods"
@@ -586,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"open loop 1,000 req/s x {secs:.0f} s",
                              f"p50 {_ms(p50)} ms, p99 {_ms(p99)} ms",
                              f"max {_ms(mx)} ms, n={int(1000 * secs)}"))
+        async def part_c() -> None:
             # (c) all pods, one request at a time
             for accept, label in ((JSON, "JSON"), (PB, "protobuf")):
                 await load.timed(f"{P}/pods", accept, 1)  # this snapshot's table, if any
@@ -600,12 +622,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((f"(c) all pods ({pods_total:,}), {label}, first request on a "
                              "new snapshot", f"{_ms(statistics.median(times))} ms (median of 3)",
                              f"min {_ms(min(times))} ms"))
-            # (e) HPA while a VPA-like client (its own niced process) lists all pods
-            for accept, label in ((JSON, "JSON"), (PB, "protobuf")):
+        async def part_e() -> None:
+            # (e) HPA while a VPA-like client (its own niced process) lists all pods: back to
+            # back (the server's core saturated), then one list a second
+            for accept, label, every in ((JSON, "JSON", 0.0), (PB, "protobuf", 0.0),
+                                         (JSON, "JSON", 1.0), (PB, "protobuf", 1.0)):
                 vpa = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "bench.api", "--vpa", str(port), "--cert-dir",
                     str(cert_dir), "--vpa-seconds", str(2 * secs + 1.5),
-                    stdout=asyncio.subprocess.PIPE)
+                    "--vpa-every", str(every), stdout=asyncio.subprocess.PIPE)
                 try:
                     await asyncio.sleep(1.0)
                     await load.lag()
@@ -619,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
                 lists = json.loads(out)
                 p50, p99, mx = _percentiles(lat)
                 vj, vp = lists["JSON"], lists["protobuf"]
-                rows.append((f"(e) (b) {label} while all-pods lists run back to back "
+                pace = "back to back" if not every else f"one every {every:g} s"
+                rows.append((f"(e) (b) {label} while all-pods lists run {pace} "
                              f"(new snapshot every 5 s), {2 * secs:.0f} s",
                              f"p50 {_ms(p50)} ms, p99 {_ms(p99)} ms",
                              f"max {_ms(mx)} ms; server loop lag p99 {_ms(lag.get('p99', 0))} "
@@ -630,62 +656,11 @@ def main(argv: list[str] | None = None) -> int:
 
         uvloop.run(asyncio.wait_for(run(), 900))
 
-        # (d) in-process renders on the same cluster and snapshot
-        snap = fresh(snaps[0])
-        now = time.time_ns()
-        rep = 3 if pods_total > 50_000 else 5
-        all_items = object_items(cluster, snap, None)
-        r_obj_json = best_of(lambda: object_path(cluster, snap, now, "json"), rep)
-        r_obj_pb = best_of(lambda: object_path(cluster, snap, now, "protobuf"), rep)
-        r_naive = best_of(lambda: naive_list(all_items, now), rep)
-        try:
-            from fastmetrics.api import render
-        except ImportError:
-            render = None  # type: ignore[assignment]  # an older checkout
-        if render is not None:
-            from fastmetrics.api import _render_py
-            pods = cluster.pods_in(None)
-            ref_json = object_path(cluster, snap, now, "json")
-            ref_pb = object_path(cluster, snap, now, "protobuf")
-            t0 = time.perf_counter()
-            table = render.build_pod_table(snap)
-            t_table = time.perf_counter() - t0
-            t_served = best_of(snap._served_pods, rep)
-            c_json = best_of(lambda: render.pod_list(table, pods, now, "json"), rep)
-            c_pb = best_of(lambda: render.pod_list(table, pods, now, "protobuf"), rep)
-            assert render.pod_list(table, pods, now, "json")[0] == ref_json
-            assert render.pod_list(table, pods, now, "protobuf")[0] == ref_pb
-            impl = render._impl
-            try:
-                render._impl = _render_py
-                py_json = best_of(lambda: render.pod_list(table, pods, now, "json"), 1)
-                py_pb = best_of(lambda: render.pod_list(table, pods, now, "protobuf"), 1)
-                assert render.pod_list(table, pods, now, "json")[0] == ref_json
-            finally:
-                render._impl = impl
-            kind = "compiled" if render.COMPILED else "pure Python"
-            rows.append((f"(d) columnar render, all pods ({pods_total:,}), {kind}: "
-                         "JSON / protobuf", f"{_ms(c_json)} ms / {_ms(c_pb)} ms",
-                         "per request: join with the informer's pods + one-pass write; "
-                         "bytes identical to the object path (asserted)"))
-            rows.append((f"(d) the snapshot's table, all pods ({pods_total:,}), once per "
-                         "snapshot", f"{_ms(t_table + t_served)} ms",
-                         f"served pods {_ms(t_served)} ms + layout and strings "
-                         f"{_ms(t_table)} ms"))
-            rows.append(("(d) columnar render, pure-Python twin: JSON / protobuf",
-                         f"{_ms(py_json)} ms / {_ms(py_pb)} ms", "FASTMETRICS_NO_EXTENSIONS=1"))
-        else:
-            c_json = c_pb = float("nan")
-            rows.append(("(d) columnar render", "n/a", "not in this checkout"))
-        rows.append((f"(d) object-by-object path, all pods ({pods_total:,}): JSON / protobuf",
-                     f"{_ms(r_obj_json)} ms / {_ms(r_obj_pb)} ms",
-                     "PodUsage per pod (pods_bulk), sort, objects / protobuf renderers"))
-        rows.append((f"(d) naive json.dumps over dicts, all pods ({pods_total:,})",
-                     f"{_ms(r_naive)} ms", f"columnar JSON {r_naive / c_json:.1f}x, protobuf "
-                     f"{r_naive / c_pb:.1f}x faster; object path JSON "
-                     f"{r_naive / r_obj_json:.1f}x"))
-        rows.append(("(f) /metrics render, 5,000 nodes", f"{_ms(metrics_render_s())} ms",
-                     "in-process, ServerMetrics.render"))
+        if "d" in args.parts:
+            in_process(cluster, snaps, pods_total, rows)
+        if "f" in args.parts:
+            rows.append(("(f) /metrics render, 5,000 nodes", f"{_ms(metrics_render_s())} ms",
+                         "in-process, ServerMetrics.render"))
     finally:
         proc.terminate()
         try:
@@ -694,7 +669,71 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
             proc.wait(5)
         tmp.cleanup()
+    report(rows, args, pinned, load0)
+    return 0
 
+
+def in_process(cluster: Cluster, snaps: list[Any], pods_total: int,
+               rows: list[tuple[str, str, str]]) -> None:
+    """(d): renders of the same bodies in this process, on the same cluster and snapshot."""
+    snap = fresh(snaps[0])
+    now = time.time_ns()
+    rep = 3 if pods_total > 50_000 else 5
+    all_items = object_items(cluster, snap, None)
+    r_obj_json = best_of(lambda: object_path(cluster, snap, now, "json"), rep)
+    r_obj_pb = best_of(lambda: object_path(cluster, snap, now, "protobuf"), rep)
+    r_naive = best_of(lambda: naive_list(all_items, now), rep)
+    try:
+        from fastmetrics.api import render
+    except ImportError:
+        render = None  # type: ignore[assignment]  # an older checkout
+    if render is not None:
+        from fastmetrics.api import _render_py
+        pods = cluster.pods_in(None)
+        ref_json = object_path(cluster, snap, now, "json")
+        ref_pb = object_path(cluster, snap, now, "protobuf")
+        t0 = time.perf_counter()
+        table = render.build_pod_table(snap)
+        t_table = time.perf_counter() - t0
+        t_served = best_of(snap._served_pods, rep)
+        c_json = best_of(lambda: render.pod_list(table, pods, now, "json"), rep)
+        c_pb = best_of(lambda: render.pod_list(table, pods, now, "protobuf"), rep)
+        assert render.pod_list(table, pods, now, "json")[0] == ref_json
+        assert render.pod_list(table, pods, now, "protobuf")[0] == ref_pb
+        impl = render._impl
+        try:
+            render._impl = _render_py
+            py_json = best_of(lambda: render.pod_list(table, pods, now, "json"), 1)
+            py_pb = best_of(lambda: render.pod_list(table, pods, now, "protobuf"), 1)
+            assert render.pod_list(table, pods, now, "json")[0] == ref_json
+        finally:
+            render._impl = impl
+        kind = "compiled" if render.COMPILED else "pure Python"
+        rows.append((f"(d) columnar render, all pods ({pods_total:,}), {kind}: "
+                     "JSON / protobuf", f"{_ms(c_json)} ms / {_ms(c_pb)} ms",
+                     "per request: join with the informer's pods + one-pass write; "
+                     "bytes identical to the object path (asserted)"))
+        rows.append((f"(d) the snapshot's table, all pods ({pods_total:,}), once per "
+                     "snapshot", f"{_ms(t_table + t_served)} ms",
+                     f"served pods {_ms(t_served)} ms + layout and strings "
+                     f"{_ms(t_table)} ms"))
+        rows.append(("(d) columnar render, pure-Python twin: JSON / protobuf",
+                     f"{_ms(py_json)} ms / {_ms(py_pb)} ms", "FASTMETRICS_NO_EXTENSIONS=1"))
+    else:
+        c_json = c_pb = float("nan")
+        rows.append(("(d) columnar render", "n/a", "not in this checkout"))
+    rows.append((f"(d) object-by-object path, all pods ({pods_total:,}): JSON / protobuf",
+                 f"{_ms(r_obj_json)} ms / {_ms(r_obj_pb)} ms",
+                 "PodUsage per pod (pods_bulk), sort, objects / protobuf renderers"))
+    rows.append((f"(d) naive json.dumps over dicts, all pods ({pods_total:,})",
+                 f"{_ms(r_naive)} ms", f"columnar JSON {r_naive / c_json:.1f}x, protobuf "
+                 f"{r_naive / c_pb:.1f}x faster; object path JSON "
+                 f"{r_naive / r_obj_json:.1f}x"))
+
+
+def report(rows: list[tuple[str, str, str]], args: argparse.Namespace, pinned: bool,
+           load0: float) -> None:
+    """Print the table; append it to RESULTS.md unless ``--no-write``."""
     cpu_name = "?"
     try:
         for ln in Path("/proc/cpuinfo").read_text().splitlines():
@@ -720,7 +759,6 @@ def main(argv: list[str] | None = None) -> int:
         with RESULTS.open("a") as f:
             f.write(f"\n## API serving{label}\n\n`python -m bench.api"
                     f"{' --quick' * args.quick}`, {stamp}. Machine: {machine}.\n\n{text}\n")
-    return 0
 
 
 if __name__ == "__main__":
