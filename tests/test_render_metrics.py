@@ -63,3 +63,15 @@ async def test_metrics_are_rendered_in_the_render_executor(
     assert r.status == 200 and body == expected
     assert threads and all(t.startswith("fastmetrics-render") for t in threads)
     assert re.search(rb"metrics_server_kubelet_request_total\{success=\"true\"\} \d+", body)
+
+
+def test_freshness_counted_elsewhere_is_freshness_observed() -> None:
+    values = [0.0, 1.0, 1.2, 3.0, 14.99, 15.0, 700.0, 1e9]
+    a, b = ServerMetrics(15.0, process=False), ServerMetrics(15.0, process=False)
+    a.observe_freshness(values)
+    a.observe_freshness(values[:3])
+    for chunk in (values, values[:3]):
+        b.add_freshness(*ServerMetrics.freshness_counts(np.array(chunk)))
+    assert a.render() == b.render()
+    with pytest.raises(ValueError, match="one per bucket"):
+        b.add_freshness(np.zeros(3, np.int64), 0.0)

@@ -460,6 +460,23 @@ class ServerMetrics:
         values = np.asarray(seconds, dtype=np.float64).reshape(-1)
         self._freshness.observe_many(values)
 
+    @staticmethod
+    def freshness_counts(seconds: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], float]:
+        """The freshness histogram's bucket counts and sum for ``seconds``, computed anywhere
+        (it reads nothing of a ServerMetrics); :meth:`add_freshness` records them. For a
+        150,000-pod list this takes the ~2 ms of bucketing off the event loop."""
+        values = np.asarray(seconds, dtype=np.float64).reshape(-1)
+        bounds = np.asarray(FRESHNESS_BUCKETS, dtype=np.float64)
+        idx = np.searchsorted(bounds, values, side="left")
+        return np.bincount(idx, minlength=bounds.shape[0] + 1), float(values.sum())
+
+    def add_freshness(self, counts: npt.NDArray[np.int64], total_s: float) -> None:
+        """Record what :meth:`freshness_counts` computed."""
+        if counts.shape != self._freshness.counts.shape:
+            raise ValueError("freshness counts: one per bucket (and +Inf) expected")
+        self._freshness.counts += counts
+        self._freshness.sum += total_s
+
     def set_storage_points(self, nodes: int, containers: int) -> None:
         """After each store: nodes and containers that have a baseline (a prev point)."""
         self._storage = (int(nodes), int(containers))

@@ -287,11 +287,6 @@ def _observe(api: MetricsAPI, now_ns: int, timestamps: Iterable[int | None]) -> 
             [(now_ns - ts) / 1e9 for ts in timestamps if ts is not None])
 
 
-def _observe_ns(api: MetricsAPI, now_ns: int, timestamps: npt.NDArray[np.int64]) -> None:
-    if api.metrics is not None:
-        api.metrics.observe_freshness((now_ns - timestamps) / 1e9)
-
-
 # ================================================================ resources
 
 
@@ -394,8 +389,8 @@ class _PodListJob:
     now_ns: int
     pretty: bool
 
-    def __call__(self) -> tuple[bytes, npt.NDArray[np.int64]]:
-        """The body, and the timestamps of the listed pods that have one."""
+    def __call__(self) -> tuple[bytes, tuple[npt.NDArray[np.int64], float]]:
+        """The body, and the freshness histogram's counts and sum for the listed pods."""
         pods = self.candidates if self.selected else _select_pods(
             self.candidates, self.label, self.fields)
         if (self.fmt.kind != "table" and len(pods) >= OFFLOAD_MIN_PODS
@@ -407,7 +402,7 @@ class _PodListJob:
                 body, timestamps = self._objects(pods)
         if self.pretty:
             body = objects.pretty(body)
-        return body, timestamps
+        return body, ServerMetrics.freshness_counts((self.now_ns - timestamps) / 1e9)
 
     def _objects(self, pods: Sequence[_PodLike]) -> tuple[bytes, npt.NDArray[np.int64]]:
         # object by object: PodUsage per pod, then the objects/protobuf renderers
@@ -448,10 +443,11 @@ async def _list_pods(request: web.Request, api: MetricsAPI, fmt: Format) -> web.
                       _pretty(fmt, request))
     if not selected or len(candidates) >= OFFLOAD_MIN_PODS:
         loop = asyncio.get_running_loop()
-        body, timestamps = await loop.run_in_executor(render_executor(), job)
+        body, freshness = await loop.run_in_executor(render_executor(), job)
     else:
-        body, timestamps = job()
-    _observe_ns(api, now, timestamps)
+        body, freshness = job()
+    if api.metrics is not None:
+        api.metrics.add_freshness(*freshness)
     return await _send(fmt, body, request)
 
 
