@@ -132,8 +132,6 @@ def build(pods_total: int, ticks: int = SNAPSHOTS) -> tuple[Cluster, list[Any]]:
 
 def fresh(snap: Any) -> Any:
     """A copy of ``snap`` with nothing derived from it yet (what a new tick publishes)."""
-    if any(f.name == "_memo" for f in dataclasses.fields(snap)):
-        return dataclasses.replace(snap, _memo={})
     return dataclasses.replace(snap)
 
 

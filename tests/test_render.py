@@ -373,3 +373,13 @@ def test_offsets_are_checked(kernels: Any) -> None:
         with pytest.raises(FastMetricsError, match="not within their buffer"):
             kernels._check_offsets(bad, 4, "test")
     kernels._check_offsets(np.array([0, 0, 4], np.int64), 4, "test")
+
+
+def test_a_replaced_snapshot_derives_its_own() -> None:
+    import dataclasses
+
+    snap = _snapshot([("ns", "p", [("c", 1, 1)])])
+    table = render.pod_table(snap)
+    assert render.pod_table(snap) is table
+    copy = dataclasses.replace(snap)
+    assert render.pod_table(copy) is not table

@@ -44,7 +44,7 @@ def cluster(pods: int) -> tuple[Snapshot, list[PodInfo]]:
 
 def fresh(snap: Snapshot) -> Snapshot:
     """The snapshot with nothing derived from it yet (as a new tick publishes it)."""
-    return dataclasses.replace(snap, _memo={})
+    return dataclasses.replace(snap)
 
 
 def naive_list(items: list[tuple[str, str, Any, Any]], now_ns: int) -> bytes:

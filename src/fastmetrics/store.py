@@ -148,8 +148,9 @@ class Snapshot:
     # counts
     nodes_with_baseline: int
     containers_with_baseline: int
-    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
-    """What readers derive from this snapshot, built once on first use (see ``memo``)."""
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    """What readers derive from this snapshot, built once on first use (see ``memo``); a
+    copy made with ``dataclasses.replace`` starts with its own, empty."""
 
     @classmethod
     def empty(cls, resolution_ns: int) -> Snapshot:
