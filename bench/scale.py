@@ -98,6 +98,16 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TCK
 
 
+def proc_run_delay_s(pid: int) -> float:
+    """Seconds the process's main thread (fastmetrics' event loop) spent runnable but waiting
+    for a CPU (``/proc/<pid>/schedstat``): other work on the same core."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def proc_mem_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MiB."""
     rss = hwm = 0.0
@@ -180,6 +190,8 @@ class Tick:
     """Share of one CPU fastmetrics used while the tick ran (from /proc, 0.25 s samples)."""
     sim_busy: float = 0.0
     """The same for the simulator (kubelets and apiserver)."""
+    fm_wait: float = 0.0
+    """Share of the tick fastmetrics' loop was runnable but waiting for its CPU."""
 
     @property
     def start_s(self) -> float:
@@ -238,9 +250,10 @@ class Result:
     tick_after_jitter_max_s: float = 0.0
     tick_after_jitter_s: list[float] = field(default_factory=list)
     timeouts_per_tick: list[int] = field(default_factory=list)
-    busy_during_ticks: list[tuple[float, float]] = field(default_factory=list)
-    """Per loaded tick: (fastmetrics, simulator) share of one CPU while it ran."""
-    idle_busy_during_ticks: list[tuple[float, float]] = field(default_factory=list)
+    busy_during_ticks: list[tuple[float, float, float]] = field(default_factory=list)
+    """Per loaded tick: (fastmetrics, simulator) share of one CPU while it ran, and the share
+    of the tick fastmetrics' loop waited for its CPU (other work on the same core)."""
+    idle_busy_during_ticks: list[tuple[float, float, float]] = field(default_factory=list)
     tick_durations_s: list[float] = field(default_factory=list)
     failed_per_tick: list[int] = field(default_factory=list)
     pods_served: int = 0
@@ -254,6 +267,12 @@ class Result:
     hpa_in_tick_requests: int = 0
     hpa_in_tick_p99_ms: float | None = None
     hpa_in_tick_max_ms: float | None = None
+    hpa_slow: list[tuple[float, float]] = field(default_factory=list)
+    """HPA requests slower than 100 ms: (scheduled send, s from the window start; ms)."""
+    tick_spans: list[tuple[float, float]] = field(default_factory=list)
+    """The loaded window's ticks: (start, end), s from the window start."""
+    vpa_at: list[float] = field(default_factory=list)
+    """When each VPA list was sent, s from the window start."""
     vpa_requests: int = 0
     vpa_ms: list[float] = field(default_factory=list)
     vpa_mb: float = 0.0
@@ -480,7 +499,12 @@ class Load:
         self.ages: list[float] = []
         self.items: list[int] = []
         self.in_flight = 0
+        self.pending: dict[int, float] = {}
+        """In-flight HPA requests: their scheduled send time (monotonic)."""
         self.errors: list[str] = []
+
+    def oldest_pending_s(self) -> float:
+        return time.monotonic() - min(self.pending.values(), default=time.monotonic())
 
     def _hpa_path(self) -> str:
         ns, app, _ = self.rng.choice(self.targets)
@@ -488,6 +512,7 @@ class Load:
 
     async def _one_hpa(self, sched_wall: float, sched_mono: float, path: str) -> None:
         self.in_flight += 1
+        self.pending[id(path)] = sched_mono
         try:
             async with self.s.get(self.base + path, headers={**self.HEADERS,
                                                              "Accept": self.accept}) as r:
@@ -501,6 +526,7 @@ class Load:
                 self.errors.append(f"HPA {type(e).__name__}: {e}")
         finally:
             self.in_flight -= 1
+            self.pending.pop(id(path), None)
         self.hpa.append((sched_wall, time.monotonic() - sched_mono, ok, len(body)))
 
     async def hpa_loop(self, stop: asyncio.Event) -> None:
@@ -686,26 +712,55 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                             return parse_tick_histogram((await r.read()).decode())
                 raise RuntimeError(f"GET /metrics: {r.status}")
 
-            samples: list[tuple[float, float, float]] = []
+            samples: list[tuple[float, float, float, float]] = []
 
             async def sample_cpu() -> None:
                 """(wall time, fastmetrics CPU s, simulator CPU s) every 0.25 s, to tell
                 which process a slow tick waited for."""
                 assert fm is not None
                 while fm.poll() is None and sim.poll() is None:
-                    samples.append((time.time(), proc_cpu_s(fm.pid), proc_cpu_s(sim.pid)))
+                    samples.append((time.time(), proc_cpu_s(fm.pid), proc_cpu_s(sim.pid),
+                                    proc_run_delay_s(fm.pid)))
                     await asyncio.sleep(0.25)
 
             sampler = asyncio.ensure_future(sample_cpu())
 
-            def busy(t: Tick) -> tuple[float, float]:
-                """Share of one CPU fastmetrics and the simulator used during tick ``t``."""
+            async def dump_stalls() -> None:
+                """When an HPA request has waited over a second: what fastmetrics' threads
+                are doing (``py-spy dump``), a few times per run."""
+                assert fm is not None and args.dump_stalls is not None
+                spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                dumps = 0
+                with args.dump_stalls.open("w") as out:
+                    while dumps < 5 and not stop.is_set() and fm.poll() is None:
+                        await asyncio.sleep(0.2)
+                        waited = load.oldest_pending_s()
+                        if waited < 1.0:
+                            continue
+                        proc = await asyncio.create_subprocess_exec(
+                            spy_bin, "dump", "--pid", str(fm.pid),
+                            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                        text, _ = await asyncio.wait_for(proc.communicate(), 30)
+                        out.write(f"=== {time.strftime('%H:%M:%S')} oldest HPA request "
+                                  f"waiting {waited:.1f} s; ticks so far {len(tail.ticks)}\n")
+                        out.write(text.decode(errors="replace") + "\n")
+                        out.flush()
+                        dumps += 1
+                        await asyncio.sleep(3)
+
+            if args.dump_stalls is not None:
+                loops.append(asyncio.ensure_future(dump_stalls()))
+
+            def busy(t: Tick) -> tuple[float, float, float]:
+                """Share of one CPU fastmetrics and the simulator used during tick ``t``, and
+                the share of it fastmetrics' loop spent waiting for its CPU."""
                 inside = [x for x in samples if t.start_s <= x[0] <= t.end_s]
                 if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
-                    return 0.0, 0.0
+                    return 0.0, 0.0, 0.0
                 span = inside[-1][0] - inside[0][0]
                 return ((inside[-1][1] - inside[0][1]) / span,
-                        (inside[-1][2] - inside[0][2]) / span)
+                        (inside[-1][2] - inside[0][2]) / span,
+                        (inside[-1][3] - inside[0][3]) / span)
 
             async def window_of(ticks: int, label: str, loaded: bool) -> Window:
                 """``ticks`` whole ticks, from right after one finished (readiness follows
@@ -720,10 +775,11 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                     rss, _ = proc_mem_mib(fm.pid)
                     w.rss_peak = max(w.rss_peak, rss)
                     cpu = proc_cpu_s(fm.pid) - w.c0
-                    t.fm_busy, t.sim_busy = busy(t)
+                    t.fm_busy, t.sim_busy, t.fm_wait = busy(t)
                     line = (f"{label} tick {len(w.ticks)}/{ticks}: {t.duration_s:.2f} s "
-                            f"(busy during it: fastmetrics {t.fm_busy:.0%}, sim "
-                            f"{t.sim_busy:.0%}), {t.pods} pods, {t.failed} failed | "
+                            f"(during it: fastmetrics ran {t.fm_busy:.0%} and waited for its "
+                            f"CPU {t.fm_wait:.0%}, sim ran {t.sim_busy:.0%}), {t.pods} pods, "
+                            f"{t.failed} failed | "
                             f"fastmetrics CPU {cpu / len(w.ticks):.2f} s/tick, RSS {rss:.0f} MiB")
                     if loaded:
                         recent = sorted(x[1] for x in load.hpa[mark:])
@@ -747,8 +803,8 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                     # scraping alone: what the collection costs without any API load
                     idle = await window_of(args.idle_ticks, "collect-only", loaded=False)
                 # then the same with the HPA-like and VPA-like load applied
-                loops = [asyncio.ensure_future(f(stop)) for f in
-                         (load.hpa_loop, load.vpa_loop, load.age_loop)]
+                loops += [asyncio.ensure_future(f(stop)) for f in
+                          (load.hpa_loop, load.vpa_loop, load.age_loop)]
                 if args.py_spy:
                     spy = subprocess.Popen(
                         [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
@@ -776,8 +832,9 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                                                    else min(0.008 * args.nodes, 4.0))), 3)
                     for t in idle.ticks]
                 rss_peak = max(rss_peak, idle.rss_peak)
-                res.idle_busy_during_ticks = [(round(t.fm_busy, 2), round(t.sim_busy, 2))
-                                              for t in idle.ticks]
+                res.idle_busy_during_ticks = [
+                    (round(t.fm_busy, 2), round(t.sim_busy, 2), round(t.fm_wait, 2))
+                    for t in idle.ticks]
             rss, hwm = proc_mem_mib(fm.pid)
             tail.poll()
         # ---- figures
@@ -800,7 +857,8 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                                            else res.jitter_window_s)), 3) for t in window]
         res.tick_after_jitter_max_s = max(res.tick_after_jitter_s)
         res.timeouts_per_tick = [t.timeouts for t in window]
-        res.busy_during_ticks = [(round(t.fm_busy, 2), round(t.sim_busy, 2)) for t in window]
+        res.busy_during_ticks = [(round(t.fm_busy, 2), round(t.sim_busy, 2), round(t.fm_wait, 2))
+                                 for t in window]
         res.failed_per_tick = [t.failed for t in window]
         res.pods_served = window[-1].pods
         in_window = [h for h in load.hpa if w_start <= h[0] <= w_end]
@@ -816,9 +874,15 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
         during = sorted(h[1] * 1e3 for h in in_window
                         if any(a <= h[0] <= b for a, b in spans))
         res.hpa_in_tick_requests = len(during)
+        # when the slow ones were sent, against the ticks (seconds from the window start)
+        res.hpa_slow = [(round(h[0] - w_start, 2), round(h[1] * 1e3, 1)) for h in in_window
+                        if h[1] > 0.1][:3000]
+        res.tick_spans = [(round(t.start_s - w_start, 2), round(t.end_s - w_start, 2))
+                          for t in window]
         res.hpa_in_tick_p99_ms = percentile(during, 0.99)
         res.hpa_in_tick_max_ms = during[-1] if during else None
         res.vpa_requests = len(load.vpa)
+        res.vpa_at = [round(v[0] - w_start, 2) for v in load.vpa]
         res.vpa_ms = [round(v[1] * 1e3, 1) for v in load.vpa]
         res.vpa_mb = max((v[2] for v in load.vpa), default=0) / 1e6
         ages = sorted(load.ages)
@@ -886,13 +950,14 @@ def report(results: Sequence[Result]) -> str:
         if r.idle_tick_durations_s:
             out.append(f"{r.nodes:,} x {r.pods_per_node}, collect only: ticks "
                        f"{r.idle_tick_durations_s} s, after the longest jitter sleep "
-                       f"{r.idle_tick_after_jitter_s} s; CPU share while ticking "
-                       f"(fastmetrics, sim) {r.idle_busy_during_ticks}")
+                       f"{r.idle_tick_after_jitter_s} s; while ticking (fastmetrics ran, sim ran, "
+                       f"fastmetrics waited for its CPU) {r.idle_busy_during_ticks}")
         out.append(f"{r.nodes:,} x {r.pods_per_node}, with load: ticks {r.tick_durations_s} s, "
                    "after "
                    f"the longest jitter sleep {r.tick_after_jitter_s} s (jitter window "
-                   f"{r.jitter_window_s:g} s); CPU share while ticking (fastmetrics, sim) "
-                   f"{r.busy_during_ticks}; timeouts per tick {r.timeouts_per_tick}; "
+                   f"{r.jitter_window_s:g} s); while ticking (fastmetrics ran, sim ran, "
+                   f"fastmetrics waited for its CPU) {r.busy_during_ticks}; timeouts per tick "
+                   f"{r.timeouts_per_tick}; "
                    f"HPA {r.hpa_requests} requests "
                    f"({r.hpa_in_tick_requests} during ticks, {r.hpa_errors} failed, "
                    f"{r.hpa_skipped} not sent), median {r.hpa_items_median:g} pods per list; "
@@ -958,6 +1023,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="profile fastmetrics with py-spy over the window into FILE")
     p.add_argument("--py-spy-format", default="flamegraph",
                    choices=("flamegraph", "raw", "speedscope"))
+    p.add_argument("--dump-stalls", type=Path, default=None, metavar="FILE",
+                   help="when an HPA request has waited > 1 s, write 'py-spy dump' of "
+                        "fastmetrics into FILE (at most 5 times)")
     p.add_argument("--keep-workdir", action="store_true")
     args = p.parse_args(argv)
     problems = []
