@@ -390,6 +390,8 @@ class LogTail:
         self.warnings = 0
         self.errors = 0
         self.samples: list[str] = []
+        self.other_samples: list[str] = []
+        """Distinct lines that are not JSON log records (tracebacks, stray prints)."""
 
     def poll(self) -> list[Tick]:
         new: list[Tick] = []
@@ -409,7 +411,9 @@ class LogTail:
                 # not a JSON log record (a traceback, uvloop's own print): an error
                 if raw.strip():
                     self.errors += 1
-                    self._sample(raw.decode(errors="replace"))
+                    line = raw.decode(errors="replace")[:300]
+                    if len(self.other_samples) < 8 and line not in self.other_samples:
+                        self.other_samples.append(line)
                 continue
             if not isinstance(rec, dict):
                 continue
@@ -891,7 +895,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
         res.hpa_items_median = percentile(sorted(load.items), 0.5) or 0.0
         res.loadavg_end = loadavg()
         res.log_warnings, res.log_errors = tail.warnings, tail.errors
-        res.log_samples = tail.samples + load.errors
+        res.log_samples = tail.other_samples + tail.samples + load.errors
         return res
     finally:
         if two_cpus:
