@@ -540,16 +540,19 @@ _TLS_FATAL = "Fatal error on SSL protocol"
 class _QuietTLSHandler:
     """The loop's exception handler while a scraper is open: uvloop reports a TLS connection
     that dies mid-record (a kubelet request cut by its timeout, a kubelet closing under load)
-    as "Fatal error on SSL protocol" with a traceback, once per connection; the scrape already
-    counted and logged that node's failure, so this becomes one ``-v=4`` line. Anything else
-    goes to the handler that was installed before (or the loop's default)."""
+    as "Fatal error on SSL protocol" with a traceback, once per connection -- an ``SSLError``,
+    an ``OSError``, or a ``RuntimeError`` from writing to the transport that was just closed.
+    The connection is gone and the scrape already counted and logged that node's failure, so
+    this becomes one ``-v=4`` line. Anything else goes to the handler that was installed before
+    (or the loop's default)."""
 
     def __init__(self, previous: Callable[..., object] | None) -> None:
         self.previous = previous
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
         exc = context.get("exception")
-        if context.get("message") == _TLS_FATAL and isinstance(exc, ssl.SSLError | OSError):
+        if context.get("message") == _TLS_FATAL and isinstance(
+                exc, ssl.SSLError | OSError | RuntimeError):
             if log.isEnabledFor(logging.DEBUG):
                 transport = context.get("transport")
                 peer = None
