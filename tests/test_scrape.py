@@ -1207,3 +1207,42 @@ def test_quiet_tls_handler_downgrades_only_cut_tls_connections(
                               type(handler))
     finally:
         loop.close()
+
+
+async def test_jittered_requests_start_in_order_without_a_task_per_node_up_front(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each node starts after its own jitter sleep (in jitter order), and the tick's start
+    does not create every node's task and timer at once (a loop stall at 5,000 nodes)."""
+    import random
+
+    n = 60  # jitter window min(8 ms x 60, 4 s) = 480 ms
+    nodes = [NodeInfo(f"n{i}", {}, (("InternalIP", "127.0.0.1"),), 10250, True)
+             for i in range(n)]
+    scraper = Scraper(KubeletClientConfig(), rng=random.Random(7))
+    loop = asyncio.get_running_loop()
+    started: dict[str, float] = {}
+    alive: list[int] = []
+
+    async def fake(node: NodeInfo, *args: Any) -> Any:
+        started[node.name] = loop.time()
+        alive.append(len(asyncio.all_tasks()))
+        raise ScrapeError("no kubelet here", node=node.name)
+
+    monkeypatch.setattr(scraper, "_scrape_node", fake)
+    try:
+        t0 = loop.time()
+        result = await scraper.scrape(nodes, time.time_ns, deadline=t0 + 5.0)
+    finally:
+        await scraper.close()
+    assert len(result.errors) == n and not result.batches
+    rng = random.Random(7)  # the scraper's draws, replayed
+    jitters = [rng.randrange(8 * n) for _ in range(n)]
+    for i, node in enumerate(nodes):  # never before its jitter
+        assert started[node.name] - t0 >= jitters[i] / 1000 - 0.002, node.name
+    order = sorted(started, key=started.__getitem__)
+    assert order == [nodes[i].name for i in sorted(range(n), key=jitters.__getitem__)] or (
+        # equal start times may come in either order
+        sorted(jitters) == [jitters[int(name[1:])] for name in order])
+    # far fewer tasks alive than nodes: nodes are started when due, not all at once
+    assert max(alive) < n // 2, max(alive)
+    assert result.max_jitter_ms == max(jitters)

@@ -428,11 +428,6 @@ class Scraper:
         timeouts = [0]
 
         async def one(i: int, node: NodeInfo) -> None:
-            if jitters[i]:
-                sleep_s = jitters[i] / 1000
-                if deadline is not None:
-                    sleep_s = min(sleep_s, max(0.0, deadline - loop.time()))
-                await asyncio.sleep(sleep_s)
             t0 = self._mono()
             try:
                 batches[i] = await self._scrape_node(node, headers, proxies, deadline,
@@ -454,7 +449,27 @@ class Scraper:
             duration[i] = (t1 - t0) / NS_PER_S
             end_s[i] = self._wall() // NS_PER_S
 
-        await asyncio.gather(*(one(i, node) for i, node in enumerate(todo)))
+        # Each node's request starts after its jitter sleep. One dispatcher walks the nodes in
+        # jitter order and starts each when it is due, so a tick's start costs the loop O(1)
+        # instead of 5,000 tasks and timers at once (a ~0.25 s stall of every API request at
+        # 5,000 nodes), and the work is spread over the jitter window as intended.
+        tasks: list[asyncio.Future[None]] = []
+        start = loop.time()
+        try:
+            for i in sorted(range(n), key=jitters.__getitem__):
+                due = start + jitters[i] / 1000
+                if deadline is not None:
+                    due = min(due, deadline)
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(one(i, todo[i])))
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         ok = np.fromiter((b is not None for b in batches), dtype=np.bool_, count=n)
         out = [(todo[i].name, b) for i, b in enumerate(batches) if b is not None]
         return ScrapeResult(out, [node.name for node in todo], ok, duration, end_s, errors,
