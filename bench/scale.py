@@ -267,6 +267,9 @@ class Result:
     hpa_in_tick_requests: int = 0
     hpa_in_tick_p99_ms: float | None = None
     hpa_in_tick_max_ms: float | None = None
+    hpa_p99_by_tick_ms: list[float | None] = field(default_factory=list)
+    """Per loaded tick: p99 of the HPA lists sent while it ran."""
+    hpa_max_by_tick_ms: list[float | None] = field(default_factory=list)
     hpa_slow: list[tuple[float, float]] = field(default_factory=list)
     """HPA requests slower than 100 ms: (scheduled send, s from the window start; ms)."""
     tick_spans: list[tuple[float, float]] = field(default_factory=list)
@@ -878,6 +881,11 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
         during = sorted(h[1] * 1e3 for h in in_window
                         if any(a <= h[0] <= b for a, b in spans))
         res.hpa_in_tick_requests = len(during)
+        for t in window:  # per tick, to set a tick's latency beside its CPU contention
+            lat_t = sorted(h[1] * 1e3 for h in in_window if t.start_s <= h[0] <= t.end_s)
+            p = percentile(lat_t, 0.99)
+            res.hpa_p99_by_tick_ms.append(None if p is None else round(p, 2))
+            res.hpa_max_by_tick_ms.append(round(lat_t[-1], 2) if lat_t else None)
         # when the slow ones were sent, against the ticks (seconds from the window start)
         res.hpa_slow = [(round(h[0] - w_start, 2), round(h[1] * 1e3, 1)) for h in in_window
                         if h[1] > 0.1][:3000]
@@ -960,7 +968,9 @@ def report(results: Sequence[Result]) -> str:
                    "after "
                    f"the longest jitter sleep {r.tick_after_jitter_s} s (jitter window "
                    f"{r.jitter_window_s:g} s); while ticking (fastmetrics ran, sim ran, "
-                   f"fastmetrics waited for its CPU) {r.busy_during_ticks}; timeouts per tick "
+                   f"fastmetrics waited for its CPU) {r.busy_during_ticks}; HPA p99 / max "
+                   f"per tick {list(zip(r.hpa_p99_by_tick_ms, r.hpa_max_by_tick_ms, strict=True))}"
+                   f" ms; timeouts per tick "
                    f"{r.timeouts_per_tick}; "
                    f"HPA {r.hpa_requests} requests "
                    f"({r.hpa_in_tick_requests} during ticks, {r.hpa_errors} failed, "
