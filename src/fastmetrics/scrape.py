@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import platform
@@ -71,6 +72,9 @@ DEFAULT_ADDRESS_TYPES: tuple[str, ...] = (
 """metrics-server's binary default for ``--kubelet-preferred-address-types``."""
 
 DEFAULT_METRICS_PATH = "/metrics/resource"
+
+GC_REFREEZE_TICKS = 40
+"""Ticks between two re-freezes of long-lived objects (10 min at the stock 15 s)."""
 
 MAX_JITTER_MS = 4000
 JITTER_PER_NODE_MS = 8
@@ -731,6 +735,10 @@ class Manager:
         self.last_result: ScrapeResult | None = None
         self.last_tick_duration_s: float | None = None
         self.ticks = 0
+        self.gc_refreeze_ticks = GC_REFREEZE_TICKS
+        """Ticks between two re-freezes of the long-lived objects (0: never freeze)."""
+        self._frozen_tick: int | None = None
+        self._frozen_nodes = 0
         self._stop = asyncio.Event()
         self._tick_task: asyncio.Task[Snapshot] | None = None
 
@@ -812,8 +820,36 @@ class Manager:
         self.last_result = result
         self.last_tick_duration_s = duration_s
         self.ticks += 1
+        self._freeze_long_lived(len(result.batches))
         self._log_tick(result, snapshot, duration_s)
         return snapshot
+
+    def _freeze_long_lived(self, scraped: int) -> None:
+        """Keep the cyclic GC off the per-node state that lives for the process: kubelet
+        connections (uvloop keeps each peer certificate as a dict), decoders, key tables.
+
+        At 5,000 nodes that is ~280,000 tracked objects, and a full collection over them took
+        ~210 ms on the loop every few ticks, right when a tick ended (every API request then
+        waited). After the first tick that scraped nodes (the state now exists), and again
+        every ``gc_refreeze_ticks`` ticks or when the node count grew by a quarter, garbage is
+        collected once and everything alive is moved to the permanent generation
+        (``gc.freeze()``); the periodic re-freeze also collects cycles left by nodes that went
+        away since. Later full collections scan only what was created since.
+        """
+        if not self.gc_refreeze_ticks or scraped == 0:
+            return
+        due = (self._frozen_tick is None
+               or self.ticks - self._frozen_tick >= self.gc_refreeze_ticks
+               or scraped > self._frozen_nodes * 5 // 4)
+        if not due:
+            return
+        t0 = time.perf_counter()
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._frozen_tick, self._frozen_nodes = self.ticks, scraped
+        log.debug("Froze long-lived objects", extra={
+            "frozen": gc.get_freeze_count(), "duration_s": round(time.perf_counter() - t0, 3)})
 
     @staticmethod
     def _log_tick(result: ScrapeResult, snapshot: Snapshot, duration_s: float) -> None:
