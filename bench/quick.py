@@ -10,14 +10,14 @@ development machine (RESULTS.md), so that only a real regression trips it:
 =============================  ========================================  ========  =====
 check                          reference                                  measured  floor
 =============================  ========================================  ========  =====
-decode 110-pod payload         prometheus_client's text parser            ~228x     20x
-store 1,000 x 30 x 2 tick      the numpy twin of the store kernels        ~2.2x     1.3x
-format 100,000 usage strings   pure Python, one str per value             ~35x      8x
-pod list, 15,000 pods, JSON    dicts + ``json.dumps`` (same items)        see run   2x
-pod list, 15,000 pods, JSON    the pure-Python twin of the columnar path  see run   2x
+decode 110-pod payload         prometheus_client's text parser            ~221x     20x
+store 1,000 x 30 x 2 tick      the numpy twin of the store kernels        ~2.6x     1.3x
+format 100,000 usage strings   pure Python, one str per value             ~48x      8x
+pod list, 15,000 pods, JSON    dicts + ``json.dumps`` (same items)        ~36x      8x
+pod list, 15,000 pods, JSON    the pure-Python twin of the columnar path  ~29x      8x
 =============================  ========================================  ========  =====
 
-Runs in well under a minute on one core.
+Measured 2026-11-25 on the 2-core development machine; the whole run takes ~6 s.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from .timing import best_per_call
 DECODE_MIN_RATIO = 20.0
 STORE_MIN_RATIO = 1.3
 FORMAT_MIN_RATIO = 8.0
-RENDER_NAIVE_MIN_RATIO = 2.0
-RENDER_TWIN_MIN_RATIO = 2.0
+RENDER_NAIVE_MIN_RATIO = 8.0
+RENDER_TWIN_MIN_RATIO = 8.0
 
 
 class Guard:
@@ -40,9 +40,9 @@ class Guard:
         self.failures: list[str] = []
 
     def check(self, what: str, times: dict[str, float], fast: str, slow: str,
-              floor: float, unit: Callable[[float], str]) -> None:
+              floor: float, unit: Callable[[float], str], show: bool = True) -> None:
         ratio = times[slow] / times[fast]
-        for name, s in times.items():
+        for name, s in times.items() if show else ():
             print(f"  {name:>24}: {unit(s)}")
         ok = ratio >= floor
         print(f"  {fast} vs {slow}: {ratio:.1f}x (guard: >= {floor:g}x){'' if ok else '  FAIL'}")
@@ -128,7 +128,7 @@ def check_render(g: Guard) -> None:
     g.check("render vs json.dumps", t, "compiled columnar", "dicts + json.dumps",
             RENDER_NAIVE_MIN_RATIO, _ms)
     g.check("render vs twin", t, "compiled columnar", "columnar python twin",
-            RENDER_TWIN_MIN_RATIO, _ms)
+            RENDER_TWIN_MIN_RATIO, _ms, show=False)
 
 
 def main() -> int:
