@@ -41,7 +41,8 @@ def test_scale_harness_tiny_cluster(tmp_path: Path) -> None:
     assert 14.0 < r["ready_s"] < 60.0
     assert 0.0 < r["cpu_s_per_tick"] < 15.0
     # collection alone first (one tick), then with the API load
-    assert 0.0 < r["idle_cpu_s_per_tick"] < 15.0 and len(r["idle_tick_durations_s"]) == 1
+    # (a 5-node tick alone can cost less than /proc's 10 ms clock tick: 0 is a valid reading)
+    assert 0.0 <= r["idle_cpu_s_per_tick"] < 15.0 and len(r["idle_tick_durations_s"]) == 1
     assert r["idle_mcpu_per_node"] == pytest.approx(r["idle_cpu_s_per_tick"] / 15 / 5 * 1e3)
     assert "collect-only tick 1/1" in proc.stdout and "loaded tick 2/2" in proc.stdout
     assert r["mcpu_per_node"] == pytest.approx(r["cpu_s_per_tick"] / 15 / 5 * 1e3)
