@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import FastMetricsError
+from .protobuf import _ld, _varint  # the object path's field encoders
 
 if TYPE_CHECKING:
     from .render import PodTable
@@ -56,20 +57,6 @@ def _escape_one(m: re.Match[bytes]) -> bytes:
 
 def _json_str(s: bytes) -> bytes:
     return b'"' + _ESCAPE.sub(_escape_one, s) + b'"'
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _ld(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
 
 
 # ---------------------------------------------------------------------------- building a table
