@@ -1422,5 +1422,8 @@ def test_pods_bulk_equals_pod_one_by_one(kernels: str) -> None:
     assert len(idents) >= 64  # the column path
     assert snap.pods_bulk(idents) == one_by_one
     assert snap.pods_bulk(idents[:5]) == one_by_one[:5]
+    assert snap.pods_bulk([]) == []
+    assert snap.pods_bulk([("ns0", "nope"), ("ns0", "nope")]) == [None, None]
+    assert snap.pods_bulk(idents[-3:] * 2) == one_by_one[-3:] * 2  # repeats answered each time
     assert one_by_one.count(None) == 4
     assert any(p is not None and len(p.containers) == 1 for p in one_by_one)

@@ -212,26 +212,54 @@ class Snapshot:
         return PodUsage(namespace, name, ts, int(self.pod_window[p]), items)
 
     def pods_bulk(self, idents: Sequence[tuple[str, str]]) -> list[PodUsage | None]:
-        """``[self.pod(ns, name) for ns, name in idents]``, for long lists: the columns are
-        read once as Python lists instead of one numpy scalar at a time."""
-        if len(idents) < 64:
-            return [self.pod(ns, name) for ns, name in idents]
-        valid, node = self.pod_valid.tolist(), self.pod_node.tolist()
-        off, order, status = self.pod_off.tolist(), self.order.tolist(), self.status.tolist()
-        key, cpu, mem = self.key_id.tolist(), self.cpu_rate.tolist(), self.memory.tolist()
-        pod_ts, pod_window = self.pod_ts.tolist(), self.pod_window.tolist()
-        node_keys, pod_index, ok = self.node_keys, self.pod_index, STATUS_OK
-        out: list[PodUsage | None] = []
-        append = out.append
-        for ns, name in idents:
-            p = pod_index(ns, name)
-            if p < 0 or not valid[p]:
-                append(None)
+        """``[self.pod(ns, name) for ns, name in idents]``, in O(len(idents)): the requested
+        pods' container rows are gathered with a few vectorized reads and turned into objects
+        from Python lists (an HPA's 50-pod list no longer pays numpy scalar reads per
+        container, nor a 300-pod one a copy of every column of the snapshot)."""
+        k = len(idents)
+        if k == 0:
+            return []
+        # pod_index() for every ident: the dict lookups per pod, the bounds and the gather
+        # vectorized
+        locate, node_index, node_keys = self.locator.get, self.node_index.get, self.node_keys
+        nodes: list[int] = []
+        locals_: list[int] = []
+        for ident in idents:
+            node = locate(ident)
+            i = -1 if node is None else node_index(node, -1)
+            nodes.append(i)
+            locals_.append(-1 if i < 0 else node_keys[i].find_pod(ident))
+        i_, local = np.array(nodes, np.int64), np.array(locals_, np.int64)
+        found = (i_ >= 0) & (local >= 0)
+        base = self.pod_base
+        found[found] = local[found] < base[i_[found] + 1] - base[i_[found]]
+        ps = np.full(k, -1, np.int64)
+        ps[found] = self.pod_of_local[base[i_[found]] + local[found]]
+        found[found] = (ps[found] >= 0) & self.pod_valid[ps[found]]
+        sel = ps[found]
+        starts = self.pod_off[sel]
+        counts = self.pod_off[sel + 1] - starts
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if ends.shape[0] else 0
+        rows = self.order[np.repeat(starts - (ends - counts), counts)
+                          + np.arange(total, dtype=np.int64)]
+        ok = (self.status[rows] == STATUS_OK).tolist()
+        key, cpu, mem = (self.key_id[rows].tolist(), self.cpu_rate[rows].tolist(),
+                         self.memory[rows].tolist())
+        node, ts, window = (self.pod_node[sel].tolist(), self.pod_ts[sel].tolist(),
+                            self.pod_window[sel].tolist())
+        out: list[PodUsage | None] = [None] * k
+        r = j = 0
+        for i, hit in enumerate(found.tolist()):
+            if not hit:
                 continue
-            containers = node_keys[node[p]].container
-            items = [ContainerUsage(containers[key[r]], cpu[r], mem[r])
-                     for r in order[off[p]:off[p + 1]] if status[r] == ok]
-            append(PodUsage(ns, name, pod_ts[p] if items else None, pod_window[p], items))
+            containers = node_keys[node[j]].container
+            end = int(ends[j])
+            items = [ContainerUsage(containers[key[x]], cpu[x], mem[x])
+                     for x in range(r, end) if ok[x]]
+            ns, name = idents[i]
+            out[i] = PodUsage(ns, name, ts[j] if items else None, window[j], items)
+            r, j = end, j + 1
         return out
 
     def memo(self, key: str, build: Callable[[], M]) -> M:
