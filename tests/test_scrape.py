@@ -925,6 +925,7 @@ class FakeScraper:
         self.durations = list(durations)
         self.calls: list[float] = []
         self.deadlines: list[float | None] = []
+        self.closed = False
 
     async def scrape(self, nodes: Sequence[NodeInfo], fn: Callable[[], int], *,
                      deadline: float | None = None) -> ScrapeResult:
@@ -934,6 +935,9 @@ class FakeScraper:
         if self.durations:
             await asyncio.sleep(self.durations.pop(0))
         return ScrapeResult.empty()
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class RecordingStore(Store):
@@ -1248,6 +1252,83 @@ async def test_jittered_requests_start_in_order_without_a_task_per_node_up_front
     assert result.max_jitter_ms == max(jitters)
 
 
+async def test_finished_node_tasks_are_let_go_during_the_tick(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's task is not kept until the tick ends once it finished (at 5,000 nodes the
+    finished tasks, coroutines and contexts were ~30,000 objects every young collection of the
+    tick walked again), and an unexpected exception in one still ends the scrape."""
+    import random
+    import weakref
+
+    n = 40
+    nodes = [NodeInfo(f"n{i}", {}, (("InternalIP", "127.0.0.1"),), 10250, True)
+             for i in range(n)]
+    scraper = Scraper(KubeletClientConfig(), rng=random.Random(3))
+    refs: list[weakref.ref[asyncio.Task[Any]]] = []
+    alive_at_start: list[int] = []
+
+    async def fake(node: NodeInfo, *args: Any) -> Any:
+        alive_at_start.append(sum(1 for r in refs if r() is not None))
+        task = asyncio.current_task()
+        assert task is not None
+        refs.append(weakref.ref(task))
+        raise ScrapeError("no kubelet here", node=node.name)
+
+    monkeypatch.setattr(scraper, "_scrape_node", fake)
+    try:
+        result = await scraper.scrape(nodes, time.time_ns)
+        assert len(result.errors) == n
+        # when the last nodes start, the earlier (finished) tasks are gone
+        assert max(alive_at_start[n // 2:]) < n // 4, alive_at_start
+
+        class Boom(BaseException):
+            """Not an Exception: not a node's failure, so it ends the scrape."""
+
+        async def broken(node: NodeInfo, *args: Any) -> Any:
+            raise Boom
+
+        monkeypatch.setattr(scraper, "_scrape_node", broken)
+        with pytest.raises(Boom):
+            await asyncio.wait_for(scraper.scrape(nodes[:3], time.time_ns), 5.0)
+    finally:
+        await scraper.close()
+
+
+async def test_manager_pauses_gc_during_the_tick_and_freezes_what_it_leaves() -> None:
+    """Automatic collection is off while a tick scrapes and stores (no collection walks the
+    per-node objects in flight, in any thread) and back on after; what the tick leaves alive
+    is frozen at its end, so young collections between ticks do not walk it either."""
+    import gc
+
+    seen: list[bool] = []
+
+    class Watching(FakeScraper):
+        async def scrape(self, nodes: Sequence[NodeInfo], fn: Callable[[], int], *,
+                         deadline: float | None = None) -> ScrapeResult:
+            seen.append(gc.isenabled())
+            self.left = [object() for _ in range(100)] + [[] for _ in range(100)]
+            return ScrapeResult.empty()
+
+    gc.unfreeze()
+    assert gc.isenabled()
+    try:
+        scraper = Watching()
+        manager = Manager(scraper, Store(NS_PER_S), list, NS_PER_S)  # type: ignore[arg-type]
+        await manager.tick()
+        assert seen == [False] and gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        young = {id(o) for g in (0, 1, 2) for o in gc.get_objects(generation=g)}
+        assert not any(id(x) in young for x in scraper.left[100:])  # frozen, not young
+        off = Manager(Watching(), Store(NS_PER_S), list, NS_PER_S)  # type: ignore[arg-type]
+        off.gc_refreeze_ticks = 0  # the policy off: collection stays on, nothing frozen
+        gc.unfreeze()
+        await off.tick()
+        assert seen[-1] is True and gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
 async def test_manager_freezes_long_lived_objects_after_the_first_real_tick() -> None:
     """After the first tick that scraped a node, garbage is collected once and what is alive
     is frozen out of the cyclic GC (at 5,000 nodes a full collection over the connections'
@@ -1273,8 +1354,8 @@ async def test_manager_freezes_long_lived_objects_after_the_first_real_tick() ->
     gc.unfreeze()
     try:
         idle = Manager(FakeScraper(), Store(NS_PER_S), list, NS_PER_S)  # type: ignore[arg-type]
-        await idle.tick()  # nothing scraped: nothing to freeze
-        assert gc.get_freeze_count() == 0
+        await idle.tick()  # nothing scraped: no full collection yet
+        assert idle._frozen_tick is None
         manager = Manager(OneNode(), Store(NS_PER_S), list, NS_PER_S)  # type: ignore[arg-type]
         manager.gc_refreeze_ticks = 3
         await manager.tick()
@@ -1284,6 +1365,13 @@ async def test_manager_freezes_long_lived_objects_after_the_first_real_tick() ->
         await manager.tick()
         await manager.tick()  # the third tick after the freeze: collected and frozen again
         assert manager._frozen_tick == 4
+        # a process that never scrapes still gets its periodic full collection
+        never = Manager(FakeScraper(), Store(NS_PER_S), list, NS_PER_S)  # type: ignore[arg-type]
+        never.gc_refreeze_ticks = 2
+        await never.tick()
+        assert never._frozen_tick is None
+        await never.tick()
+        assert never._frozen_tick == 2
         off = Manager(OneNode(), Store(NS_PER_S), list, NS_PER_S)  # type: ignore[arg-type]
         off.gc_refreeze_ticks = 0
         gc.unfreeze()
@@ -1291,3 +1379,139 @@ async def test_manager_freezes_long_lived_objects_after_the_first_real_tick() ->
         assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
+
+
+# --------------------------------------------------------------------------------------------
+# CollectorThread: the tick loop on a thread and event loop of its own
+# --------------------------------------------------------------------------------------------
+
+
+class ThreadRecordingMetrics(ServerMetrics):
+    """Records the thread each tick observation ran on."""
+
+    def __init__(self) -> None:
+        super().__init__(0.3, process=False)
+        self.threads: list[int] = []
+
+    def observe_tick(self, duration_s: float) -> None:
+        import threading
+
+        self.threads.append(threading.get_ident())
+        super().observe_tick(duration_s)
+
+
+async def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_collector_thread_scrapes_off_the_serving_loop(
+    farm: KubeletFarm, cluster: Cluster, ca: CertAuthority,
+) -> None:
+    """Ticks run on the collector's own thread and loop against real kubelets; the node list
+    is read and the metrics are updated on the caller's loop; stop() cancels, closes the
+    kubelet connections and joins the thread."""
+    import threading
+
+    from fastmetrics.scrape import CollectorThread
+
+    R = 0.3
+    main = threading.get_ident()
+    nodes = infos(farm, cluster)
+    listed_on: list[int] = []
+
+    def nodes_fn() -> list[NodeInfo]:
+        listed_on.append(threading.get_ident())
+        return nodes
+
+    store = Store(int(R * NS_PER_S))
+    metrics = ThreadRecordingMetrics()
+    scraper = Scraper(config(farm.port, ca), resolution_ns=int(R * NS_PER_S))
+    collector = CollectorThread(scraper, store, nodes_fn, int(R * NS_PER_S), metrics)
+    assert collector.timely()  # nothing started yet
+    collector.start()
+    try:
+        await wait_until(lambda: len(metrics.threads) >= 3)
+        manager = collector.manager
+        assert manager is not None and manager.ticks >= 3
+        assert store.ready() and set(store.snapshot.node_names) == {n.name for n in nodes}
+        assert listed_on and set(listed_on) == {main}
+        assert set(metrics.threads) == {main}
+        assert metrics.request_count(True) >= 3 * len(nodes)
+        assert collector.timely()
+        assert collector._thread.is_alive() and collector._thread.ident != main
+    finally:
+        t0 = time.monotonic()
+        await asyncio.wait_for(collector.stop(), 5.0)
+    assert time.monotonic() - t0 < 2.0
+    assert not collector._thread.is_alive()
+    assert scraper._closed and scraper._session is None
+    await asyncio.wait_for(collector.wait(), 1.0)  # stopped: no exception
+
+
+async def test_collector_thread_stop_right_after_start_and_never_started() -> None:
+    from fastmetrics.scrape import CollectorThread
+
+    scraper = FakeScraper([10.0])  # a first tick that would take 10 s
+    collector = CollectorThread(scraper, Store(NS_PER_S), list,  # type: ignore[arg-type]
+                                NS_PER_S)
+    collector.start()
+    t0 = time.monotonic()
+    await asyncio.wait_for(collector.stop(), 5.0)
+    assert time.monotonic() - t0 < 2.0
+    assert not collector._thread.is_alive()
+    await asyncio.wait_for(collector.wait(), 1.0)
+    assert scraper.closed
+    idle = CollectorThread(FakeScraper(), Store(NS_PER_S), list,  # type: ignore[arg-type]
+                           NS_PER_S)
+    await asyncio.wait_for(idle.stop(), 1.0)  # never started: nothing to join
+
+
+class FailingStore(Store):
+    def store(self, batches: Any) -> Snapshot:
+        raise RuntimeError("store broke")
+
+
+async def test_collector_thread_failure_reaches_wait() -> None:
+    """What ends the tick loop on the collector's thread is raised by wait() on the caller's
+    loop (the server then exits with it)."""
+    from fastmetrics.scrape import CollectorThread
+
+    collector = CollectorThread(FakeScraper(), FailingStore(NS_PER_S), list,  # type: ignore[arg-type]
+                                NS_PER_S)
+    collector.start()
+    try:
+        with pytest.raises(RuntimeError, match="store broke"):
+            await asyncio.wait_for(collector.wait(), 5.0)
+    finally:
+        await asyncio.wait_for(collector.stop(), 5.0)
+    assert not collector._thread.is_alive()
+
+
+async def test_collector_thread_node_list_timeout_is_an_empty_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A caller's loop too busy to read the node list within the bound: the tick logs it and
+    goes on with no nodes, as with any node-list failure."""
+    from fastmetrics.scrape import CollectorThread
+
+    scraper = FakeScraper()
+    store = RecordingStore(NS_PER_S)
+
+    def slow_nodes() -> list[NodeInfo]:
+        time.sleep(0.4)  # blocks the caller's loop past the collector's bound
+        return []
+
+    caplog.set_level(logging.ERROR, logger="fastmetrics.scrape")
+    collector = CollectorThread(scraper, store, slow_nodes, NS_PER_S,  # type: ignore[arg-type]
+                                nodes_timeout_s=0.1)
+    collector.start()
+    try:
+        await wait_until(lambda: len(store.stored) >= 1, 5.0)
+    finally:
+        await asyncio.wait_for(collector.stop(), 5.0)
+    assert store.stored[0] == []
+    failed = [r for r in caplog.records if r.getMessage() == "Failed to list nodes"]
+    assert failed and "not read within 0.1s" in failed[0].err  # type: ignore[attr-defined]

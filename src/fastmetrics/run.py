@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .api.handlers import MetricsAPI
@@ -35,7 +36,7 @@ from .health import HealthState
 from .log import setup_logging
 from .monitoring import ServerMetrics
 from .options import Options
-from .scrape import KubeletClientConfig, Manager, Scraper
+from .scrape import CollectorThread, KubeletClientConfig, Scraper
 from .selectors import parse_label_selector
 from .server import ServingTLS, graceful_shutdown, make_app, serve
 from .store import Store
@@ -45,6 +46,9 @@ __all__ = ["kubelet_client_config", "review_clients", "run_server"]
 log = logging.getLogger("fastmetrics.server")
 
 NS_PER_S = 1_000_000_000
+
+SWITCH_INTERVAL_S = 0.001
+"""How long a thread holding the GIL keeps it once another waits (CPython's default: 5 ms)."""
 
 
 def kubelet_client_config(options: Options, client: ClientConfig,
@@ -121,14 +125,16 @@ async def _serve(options: Options, workdir: Path) -> int:
         resolution_ns = options.metric_resolution_ns
         store = Store(resolution_ns)
         metrics = ServerMetrics(resolution_ns / NS_PER_S)
-        async with Scraper(kubelet_client_config(options, client, workdir),
-                           resolution_ns=resolution_ns) as scraper:
-            manager = Manager(scraper, store, nodes, resolution_ns, metrics)
+        # the tick loop scrapes on a thread and event loop of its own: this loop serves
+        collector = CollectorThread(
+            Scraper(kubelet_client_config(options, client, workdir), resolution_ns=resolution_ns),
+            store, nodes, resolution_ns, metrics, loop_factory=_loop_factory())
+        try:
             health = HealthState(
                 storage_ready=store.ready,
                 nodes_synced=state.node_informer.synced.is_set,
                 pods_synced=state.pod_informer.synced.is_set,
-                collection_timely=manager.timely,
+                collection_timely=collector.timely,
             )
             api = MetricsAPI(state, lambda: store.snapshot, node_selector, metrics,
                              _server_address(options, options.secure_port))
@@ -147,7 +153,8 @@ async def _serve(options: Options, workdir: Path) -> int:
                 raise
             await security.start()
             reloading = asyncio.ensure_future(tls.run())
-            ticking = asyncio.ensure_future(manager.run())
+            collector.start()
+            ticking = asyncio.ensure_future(collector.wait())
             waiting = asyncio.ensure_future(stop.wait())
             try:
                 done, _ = await asyncio.wait({ticking, waiting},
@@ -155,7 +162,7 @@ async def _serve(options: Options, workdir: Path) -> int:
             finally:
                 await graceful_shutdown(runner, health,
                                         options.shutdown_delay_duration_ns / NS_PER_S)
-                manager.stop()
+                await collector.stop()
                 waiting.cancel()
                 reloading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -167,12 +174,27 @@ async def _serve(options: Options, workdir: Path) -> int:
                 ticking.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticking
+        finally:
+            if collector.manager is None:  # never started: close what the scraper holds
+                await collector.scraper.close()
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop when installed (as the server's), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def run_server(options: Options) -> int:
     """Run with validated ``options`` until SIGTERM or SIGINT; returns the exit status."""
     setup_logging(options.verbosity, options.logging_format)
+    # the collector thread's Python work gives the GIL up to a waiting request after this
+    # long (CPython's default is 5 ms)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # scratch files go under --cert-dir when it is writable: with the manifests'
     # readOnlyRootFilesystem it may be the only writable place
     scratch = options.cert_dir if os.access(options.cert_dir, os.W_OK | os.X_OK) else None

@@ -12,13 +12,11 @@ and sent in chunks, so that a 150,000-pod list never holds up the small requests
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -27,6 +25,7 @@ import numpy.typing as npt
 import orjson
 from aiohttp import web
 
+from .. import gcpause
 from .._version import __version__
 from ..monitoring import ServerMetrics
 from ..selectors import (
@@ -336,22 +335,6 @@ async def _get_node(request: web.Request, api: MetricsAPI, fmt: Format) -> web.R
     return _respond(fmt, body, request)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic collector off while a list is built object by object: a 150,000-pod list
-    allocates ~10^6 acyclic objects, which would otherwise trigger several full collections
-    over them (~0.4 s); reference counting frees them all. (Process-wide: a thread that finds
-    the collector already off leaves it to the one that turned it off.)"""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def _select_pods(
     pods: Sequence[_PodLike], label: LabelSelector, fields: FieldSelector
 ) -> Sequence[_PodLike]:
@@ -398,7 +381,8 @@ class _PodListJob:
             body, timestamps = render.pod_list(render.pod_table(self.snap), pods, self.now_ns,
                                                self.fmt.kind)
         else:
-            with _gc_paused():
+            # ~10^6 acyclic objects for 150,000 pods: no collections over them (~0.4 s)
+            with gcpause.paused():
                 body, timestamps = self._objects(pods)
         if self.pretty:
             body = objects.pretty(body)
