@@ -869,6 +869,15 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
         res.failed_per_tick = [t.failed for t in window]
         res.pods_served = window[-1].pods
         in_window = [h for h in load.hpa if w_start <= h[0] <= w_end]
+        if args.requests_out is not None:  # every HPA request: when it was due, how long
+            with args.requests_out.open("w") as out:
+                out.write("kind\tscheduled_wall_s\tlatency_ms\tok\tbytes\n")
+                out.writelines(f"hpa\t{h[0]:.4f}\t{h[1] * 1e3:.2f}\t{int(h[2])}\t{h[3]}\n"
+                               for h in load.hpa)
+                out.writelines(f"vpa\t{v[0]:.4f}\t{v[1] * 1e3:.2f}\t1\t{v[2]}\n"
+                               for v in load.vpa)
+                out.writelines(f"tick\t{t.start_s:.4f}\t{(t.end_s - t.start_s) * 1e3:.2f}\t1\t"
+                               f"{t.pods}\n" for t in tail.ticks)
         res.hpa_requests = len(in_window)
         res.hpa_errors = sum(1 for h in in_window if not h[2])
         res.hpa_skipped = load.skipped
@@ -1040,6 +1049,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump-stalls", type=Path, default=None, metavar="FILE",
                    help="when an HPA request has waited > 1 s, write 'py-spy dump' of "
                         "fastmetrics into FILE (at most 5 times)")
+    p.add_argument("--requests-out", type=Path, default=None, metavar="FILE",
+                   help="write every HPA and VPA request (scheduled wall time, latency) and "
+                        "every tick (start, duration) to FILE as tab-separated values, to "
+                        "line stalls up with logs")
     p.add_argument("--keep-workdir", action="store_true")
     args = p.parse_args(argv)
     problems = []
