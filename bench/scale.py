@@ -36,7 +36,8 @@ readiness and ``--warmup-ticks`` more ticks, so TLS handshakes and first decodes
 * latency of an HPA-like load: ``--hpa-rate`` namespaced PodMetrics lists per second, each
   with a label selector ``app=<deployment>`` (open loop, measured from each request's
   scheduled send time, so a stall counts in full), reported overall and for requests sent
-  while a tick was running; and of a VPA-like load: every pod, every ``--vpa-interval`` s.
+  while a tick was running; and of a VPA-like load: every pod, every ``--vpa-interval`` s,
+  from a process of its own (reading a 33 MB body would stall the HPA client's loop).
 
 Everything is bounded by ``--budget-s``; every process started here is stopped by its pid.
 """
@@ -276,6 +277,12 @@ class Result:
     """The loaded window's ticks: (start, end), s from the window start."""
     vpa_at: list[float] = field(default_factory=list)
     """When each VPA list was sent, s from the window start."""
+    vpa_client_pid: int = 0
+    """The VPA-like client's process (stopped by the harness)."""
+    harness_lag_max_ms: float | None = None
+    """This harness's own event-loop lag over the loaded window, at most (HPA latency is
+    measured from each request's scheduled send time: a stall here would count as
+    fastmetrics' latency; this shows how much of it could be the harness's)."""
     vpa_requests: int = 0
     vpa_ms: list[float] = field(default_factory=list)
     vpa_mb: float = 0.0
@@ -470,14 +477,26 @@ def _front_proxy_pair(sim_workdir: Path) -> tuple[Path, Path]:
     return certs[0], certs[0].with_suffix(".key")
 
 
-def parse_tick_histogram(text: str) -> tuple[float, float]:
-    s = c = 0.0
-    for line in text.splitlines():
-        if line.startswith("metrics_server_manager_tick_duration_seconds_sum"):
-            s = float(line.split()[-1])
-        elif line.startswith("metrics_server_manager_tick_duration_seconds_count"):
-            c = float(line.split()[-1])
-    return s, c
+def parse_tick_histogram(text: str | bytes) -> tuple[float, float]:
+    """(sum, count) of fastmetrics' tick-duration histogram in its ``/metrics`` text. Found
+    with ``find``, not line by line: at 5,000 nodes the text is 6.6 MB, and splitting it into
+    lines stalled this process's loop (and so the HPA timings) for ~60-80 ms per sample."""
+    data = text.encode() if isinstance(text, str) else text
+
+    def value(name: bytes) -> float:
+        key = name + b" "  # the _sum and _count lines carry no labels
+        if data.startswith(key):
+            at = 0
+        else:
+            at = data.find(b"\n" + key)
+            if at < 0:
+                return 0.0
+            at += 1
+        end = data.find(b"\n", at)
+        return float(data[at + len(key):end if end >= 0 else len(data)])
+
+    return (value(b"metrics_server_manager_tick_duration_seconds_sum"),
+            value(b"metrics_server_manager_tick_duration_seconds_count"))
 
 
 def parse_rfc3339(text: str) -> float:
@@ -492,8 +511,10 @@ class Load:
     MAX_IN_FLIGHT = 512
 
     def __init__(self, session: Any, base: str, targets: list[tuple[str, str, int]],
-                 args: argparse.Namespace, rng: random.Random) -> None:
+                 args: argparse.Namespace, rng: random.Random,
+                 client_cert: tuple[Path, Path]) -> None:
         self.s = session
+        self.client_cert = client_cert
         self.base = base
         self.targets = targets
         self.args = args
@@ -509,6 +530,9 @@ class Load:
         self.pending: dict[int, float] = {}
         """In-flight HPA requests: their scheduled send time (monotonic)."""
         self.errors: list[str] = []
+        self.vpa_pid = 0
+        self.lags: list[tuple[float, float]] = []
+        """(wall time the harness's loop should have woken, s late) for lags over 2 ms."""
 
     def oldest_pending_s(self) -> float:
         return time.monotonic() - min(self.pending.values(), default=time.monotonic())
@@ -563,29 +587,56 @@ class Load:
             await asyncio.wait(tasks, timeout=30)
 
     async def vpa_loop(self, stop: asyncio.Event) -> None:
+        """The VPA-like client, in a process of its own (``--vpa-client``): reading a 33 MB
+        body here stalled this process's loop for ~180 ms (measured with ``lag_loop``), which
+        the open-loop HPA latency then counted against fastmetrics. Its lines are read here;
+        it is stopped by its pid when the window ends."""
         interval = self.args.vpa_interval
         if interval <= 0:
             return
-        # the first one a few seconds in, so that it does not always coincide with a tick
-        delay = min(5.0, interval)
-        while not stop.is_set():
+        cert, key = self.client_cert
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.scale", "--vpa-client", self.base,
+            "--vpa-cert", str(cert), "--vpa-key", str(key), "--vpa-interval", f"{interval:g}",
+            "--accept", self.args.accept, "--budget-s", f"{self.args.budget_s:g}",
+            stdout=asyncio.subprocess.PIPE, env=_env(), cwd=str(ROOT))
+        self.vpa_pid = proc.pid
+        reading = asyncio.ensure_future(self._read_vpa(proc))
+        try:
+            await stop.wait()
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGKILL)
+                    await proc.wait()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set():
-                break
-            w, t0 = time.time(), time.monotonic()
-            try:
-                async with self.s.get(self.base + API + "/pods",
-                                      headers={**self.HEADERS, "Accept": self.accept}) as r:
-                    body = await r.read()
-                    if r.status == 200:
-                        self.vpa.append((w, time.monotonic() - t0, len(body)))
-                    elif len(self.errors) < 5:
-                        self.errors.append(f"VPA {r.status}: {body[:200]!r}")
-            except Exception as e:
-                if len(self.errors) < 5:
-                    self.errors.append(f"VPA {type(e).__name__}: {e}")
-            delay = max(0.0, interval - (time.monotonic() - t0))
+                await asyncio.wait_for(reading, 5)
+
+    async def _read_vpa(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            d = json.loads(line)
+            if d.get("status") == 200:
+                self.vpa.append((d["wall"], d["s"], d["bytes"]))
+            elif len(self.errors) < 5:
+                self.errors.append(f"VPA {d.get('status')}: {d.get('error', '')}")
+
+    async def lag_loop(self, stop: asyncio.Event) -> None:
+        """This process's own event-loop lag: how late a 5 ms sleep wakes (lags over 2 ms are
+        kept). The HPA latency counts from each request's scheduled send time, so a stall of
+        this loop (reading a 33 MB VPA body, say) would be counted against fastmetrics."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            due_wall, due = time.time() + 0.005, loop.time() + 0.005
+            await asyncio.sleep(0.005)
+            late = loop.time() - due
+            if late > 0.002:
+                self.lags.append((due_wall, late))
 
     async def age_loop(self, stop: asyncio.Event) -> None:
         """Once a second: a JSON list; age of each item's timestamp at receipt."""
@@ -691,7 +742,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                       f"({len(tail.ticks)} ticks so far)")
 
             targets = hpa_targets(args.nodes, args.pods_per_node, namespaces)
-            load = Load(session, base, targets, args, random.Random(args.seed))
+            load = Load(session, base, targets, args, random.Random(args.seed), (cert, key))
             stop = asyncio.Event()
             loops: list[asyncio.Future[None]] = []
 
@@ -716,7 +767,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                 for s in (session, plain):
                     async with s.get(base + "/metrics", headers=Load.HEADERS) as r:
                         if r.status == 200:
-                            return parse_tick_histogram((await r.read()).decode())
+                            return parse_tick_histogram(await r.read())
                 raise RuntimeError(f"GET /metrics: {r.status}")
 
             samples: list[tuple[float, float, float, float]] = []
@@ -811,7 +862,7 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                     idle = await window_of(args.idle_ticks, "collect-only", loaded=False)
                 # then the same with the HPA-like and VPA-like load applied
                 loops += [asyncio.ensure_future(f(stop)) for f in
-                          (load.hpa_loop, load.vpa_loop, load.age_loop)]
+                          (load.hpa_loop, load.vpa_loop, load.age_loop, load.lag_loop)]
                 if args.py_spy:
                     spy = subprocess.Popen(
                         [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
@@ -878,6 +929,8 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
                                for v in load.vpa)
                 out.writelines(f"tick\t{t.start_s:.4f}\t{(t.end_s - t.start_s) * 1e3:.2f}\t1\t"
                                f"{t.pods}\n" for t in tail.ticks)
+                out.writelines(f"harness_lag\t{w:.4f}\t{late * 1e3:.2f}\t1\t0\n"
+                               for w, late in load.lags)
         res.hpa_requests = len(in_window)
         res.hpa_errors = sum(1 for h in in_window if not h[2])
         res.hpa_skipped = load.skipped
@@ -885,6 +938,9 @@ async def run_one(args: argparse.Namespace, workdir: Path) -> Result:
         res.hpa_p50_ms = percentile(lat, 0.5)
         res.hpa_p99_ms = percentile(lat, 0.99)
         res.hpa_max_ms = lat[-1] if lat else None
+        res.vpa_client_pid = load.vpa_pid
+        res.harness_lag_max_ms = round(max((late for w, late in load.lags
+                                            if w_start <= w <= w_end), default=0.0) * 1e3, 2)
         # requests scheduled while a tick was running (tick intervals from the log)
         spans = [(t.start_s, t.end_s) for t in tail.ticks]
         during = sorted(h[1] * 1e3 for h in in_window
@@ -984,6 +1040,7 @@ def report(results: Sequence[Result]) -> str:
                    f"HPA {r.hpa_requests} requests "
                    f"({r.hpa_in_tick_requests} during ticks, {r.hpa_errors} failed, "
                    f"{r.hpa_skipped} not sent), median {r.hpa_items_median:g} pods per list; "
+                   f"this harness's loop lag at most {_f(r.harness_lag_max_ms, '.1f')} ms; "
                    f"log: {r.log_warnings} warnings, {r.log_errors} errors")
         for s in r.log_samples[:3]:
             out.append(f"    {s}")
@@ -1006,6 +1063,48 @@ def _run_point(args: argparse.Namespace) -> Result:
             print(f"workdir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def vpa_client(args: argparse.Namespace) -> int:
+    """``--vpa-client BASE``: every ``--vpa-interval`` s (the first after 5 s) list every pod
+    and print one JSON line (``wall``, ``s``, ``bytes``, ``status``); until SIGTERM or
+    ``--budget-s``. Niced: the load generator's CPU is the harness's too."""
+    with contextlib.suppress(OSError):
+        os.nice(5)
+    import aiohttp
+
+    accept = PROTOBUF if args.accept == "protobuf" else JSON_TYPE
+    headers = {**Load.HEADERS, "Accept": accept}
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.call_later(args.budget_s, stop.set)
+        conn = aiohttp.TCPConnector(ssl=_client_ssl(args.vpa_cert, args.vpa_key), limit=1)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
+            delay = min(5.0, args.vpa_interval)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
+                w, t0 = time.time(), time.monotonic()
+                out: dict[str, Any] = {"wall": w}
+                try:
+                    async with s.get(args.vpa_client + API + "/pods", headers=headers) as r:
+                        body = await r.read()
+                        out.update(s=time.monotonic() - t0, bytes=len(body), status=r.status)
+                        if r.status != 200:
+                            out["error"] = body[:200].decode(errors="replace")
+                except Exception as e:  # a failed request is a data point
+                    out.update(status=None, error=f"{type(e).__name__}: {e}")
+                print(json.dumps(out), flush=True)
+                delay = max(0.0, args.vpa_interval - (time.monotonic() - t0))
+
+    asyncio.run(run())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1054,7 +1153,12 @@ def main(argv: list[str] | None = None) -> int:
                         "every tick (start, duration) to FILE as tab-separated values, to "
                         "line stalls up with logs")
     p.add_argument("--keep-workdir", action="store_true")
+    p.add_argument("--vpa-client", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--vpa-cert", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--vpa-key", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.vpa_client:
+        return vpa_client(args)
     problems = []
     if args.nodes < 1 or args.pods_per_node < 0 or args.containers_per_pod < 1:
         problems.append("--nodes and --containers-per-pod must be >= 1, --pods-per-node >= 0")

@@ -59,9 +59,28 @@ def test_scale_harness_tiny_cluster(tmp_path: Path) -> None:
     assert 0.0 <= r["age_median_s"] <= r["age_max_s"] < 15 + 10 + 5
     assert r["machine"] and r["date"]
     # every process the harness started was stopped
-    for pid in (r["sim_pid"], r["fastmetrics_pid"]):
+    # the harness measured its own loop lag (it would count against fastmetrics' latency)
+    assert r["harness_lag_max_ms"] is not None and r["harness_lag_max_ms"] >= 0
+    # every process the harness started was stopped (the VPA client runs as its own process)
+    for pid in (r["sim_pid"], r["fastmetrics_pid"], r["vpa_client_pid"]):
         assert pid > 0
         assert not os.path.exists(f"/proc/{pid}") or _is_zombie_or_other(pid)
+
+
+def test_tick_histogram_found_in_metrics_text() -> None:
+    from bench.scale import parse_tick_histogram
+
+    text = ("# HELP metrics_server_manager_tick_duration_seconds ...\n"
+            'metrics_server_manager_tick_duration_seconds_bucket{le="1"} 3\n'
+            "metrics_server_manager_tick_duration_seconds_sum 12.5\n"
+            "metrics_server_manager_tick_duration_seconds_count 3\n"
+            "metrics_server_kubelet_request_total 9\n")
+    assert parse_tick_histogram(text) == (12.5, 3.0)
+    assert parse_tick_histogram(text.encode()) == (12.5, 3.0)
+    first = ("metrics_server_manager_tick_duration_seconds_sum 2\n"
+             "metrics_server_manager_tick_duration_seconds_count 1")  # no trailing newline
+    assert parse_tick_histogram(first) == (2.0, 1.0)
+    assert parse_tick_histogram("") == (0.0, 0.0)
 
 
 def _is_zombie_or_other(pid: int) -> bool:
@@ -71,7 +90,8 @@ def _is_zombie_or_other(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z" or b"fastmetrics" not in cmdline
+    return stat.rsplit(")", 1)[1].split()[0] == "Z" or (
+        b"fastmetrics" not in cmdline and b"bench.scale" not in cmdline)
 
 
 def test_scale_rejects_bad_arguments() -> None:
