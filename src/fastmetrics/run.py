@@ -1,11 +1,12 @@
 """Running fastmetrics as the server (``fastmetrics [flags]``).
 
 The informers sync first (SPEC §2.1: nothing listens before); then one tick per
-``--metric-resolution`` scrapes every selected kubelet and stores the result, while the HTTPS
-server (:mod:`fastmetrics.server`) serves the health endpoints, ``/metrics``, the path index and
-the ``metrics.k8s.io`` API, every request authenticated and authorized (:mod:`fastmetrics.auth`:
-CAs from the flags or the ``kube-system/extension-apiserver-authentication`` ConfigMap,
-TokenReviews and SubjectAccessReviews with the ``--authentication-kubeconfig`` and
+``--metric-resolution`` scrapes every selected kubelet and stores the result (on a thread and
+event loop of its own: :class:`fastmetrics.scrape.CollectorThread`), while the HTTPS server
+(:mod:`fastmetrics.server`) serves the health endpoints, ``/metrics``, the path index and the
+``metrics.k8s.io`` API, every request authenticated and authorized (:mod:`fastmetrics.auth`: CAs
+from the flags or the ``kube-system/extension-apiserver-authentication`` ConfigMap, TokenReviews
+and SubjectAccessReviews with the ``--authentication-kubeconfig`` and
 ``--authorization-kubeconfig`` clients, each defaulting to the ``--kubeconfig`` one, i.e.
 in-cluster when that is empty too).
 

@@ -11,7 +11,9 @@ and counted and contributes nothing; it never fails the tick.
 ``Manager`` is metrics-server's scrape loop: one tick at once, then one per resolution with Go
 ticker semantics; a tick scrapes with a deadline of one resolution, stores whatever came back
 (even nothing), and records its duration. ``Manager.timely`` is the ``metric-collection-timely``
-liveness check.
+liveness check. A tick runs with automatic garbage collection paused and freezes what it leaves
+alive (see ``Manager._freeze_long_lived``). ``CollectorThread`` runs a Manager on an event loop
+of its own, in a thread, so that the server's loop only serves requests.
 """
 
 from __future__ import annotations
