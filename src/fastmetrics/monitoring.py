@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -191,13 +191,6 @@ class _Histogram:
         # Prometheus buckets are upper-inclusive: v goes to the first bucket with bound >= v
         self.counts[int(np.searchsorted(self.bounds, value, side="left"))] += 1
         self.sum += float(value)
-
-    def observe_many(self, values: npt.NDArray[np.float64]) -> None:
-        if values.shape[0] == 0:
-            return
-        idx = np.searchsorted(self.bounds, values, side="left")
-        self.counts += np.bincount(idx, minlength=self.counts.shape[0])
-        self.sum += float(values.sum())
 
     def copy(self) -> _Histogram:
         out = _Histogram.__new__(_Histogram)
@@ -455,10 +448,9 @@ class ServerMetrics:
         """Record one tick's duration (scrape + store), in seconds."""
         self._tick.observe(duration_s)
 
-    def observe_freshness(self, seconds: npt.ArrayLike | Iterable[float]) -> None:
+    def observe_freshness(self, seconds: npt.ArrayLike) -> None:
         """Record ``now - timestamp`` (seconds) of every item a get/list returned."""
-        values = np.asarray(seconds, dtype=np.float64).reshape(-1)
-        self._freshness.observe_many(values)
+        self.add_freshness(*self.freshness_counts(seconds))
 
     @staticmethod
     def freshness_counts(seconds: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], float]:

@@ -176,8 +176,8 @@ async def _serve(options: Options, workdir: Path) -> int:
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticking
         finally:
-            if collector.manager is None:  # never started: close what the scraper holds
-                await collector.scraper.close()
+            if not collector.started:  # close what the scraper holds (else the thread did)
+                await collector.manager.scraper.close()
     return 0
 
 

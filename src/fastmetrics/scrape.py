@@ -975,23 +975,23 @@ class CollectorThread:
         nodes_timeout_s: float = 10.0,
         name: str = "fastmetrics-collector",
     ) -> None:
-        if resolution_ns <= 0:
-            raise ValueError("resolution_ns must be positive")
-        self.scraper = scraper
-        self.store = store
         self.nodes_fn = nodes_fn
-        self.resolution_ns = int(resolution_ns)
-        self.metrics = metrics
+        # built here, run on the collector's loop (it binds to no loop before it runs)
+        self.manager = Manager(scraper, store, self._nodes, resolution_ns, metrics,
+                               post=self._post)
         self._loop_factory = loop_factory
         self._nodes_timeout_s = nodes_timeout_s
-        self.manager: Manager | None = None
-        """The tick loop, once the thread has created it."""
         self._owner: asyncio.AbstractEventLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._stop_requested = False
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` started the thread."""
+        return self._thread.ident is not None
 
     # ------------------------------------------------------------------ the caller's side
 
@@ -1001,9 +1001,8 @@ class CollectorThread:
         self._thread.start()
 
     def timely(self, now_ns: int | None = None) -> bool:
-        """:meth:`Manager.timely` (True until the tick loop exists)."""
-        manager = self.manager
-        return True if manager is None else manager.timely(now_ns)
+        """:meth:`Manager.timely`."""
+        return self.manager.timely(now_ns)
 
     async def wait(self) -> None:
         """Until the tick loop ends: None after :meth:`stop`, else its exception."""
@@ -1013,11 +1012,11 @@ class CollectorThread:
         """Stop the tick loop (a tick in progress is cancelled) and wait for the thread."""
         with self._lock:
             self._stop_requested = True
-            loop, manager = self._loop, self.manager
-        if loop is not None and manager is not None:
+            loop = self._loop
+        if loop is not None:
             with contextlib.suppress(RuntimeError):  # its loop is already closed
-                loop.call_soon_threadsafe(manager.stop)
-        if self._thread.ident is None:  # never started
+                loop.call_soon_threadsafe(self.manager.stop)
+        if not self.started:
             return
         with contextlib.suppress(Exception):  # what ended it is for wait() to report
             await asyncio.wrap_future(self._done)
@@ -1035,16 +1034,15 @@ class CollectorThread:
             self._done.set_result(None)
 
     async def _collect(self) -> None:
-        manager = Manager(self.scraper, self.store, self._nodes, self.resolution_ns,
-                          self.metrics, post=self._post)
+        manager = self.manager
         with self._lock:
-            self.manager, self._loop = manager, asyncio.get_running_loop()
+            self._loop = asyncio.get_running_loop()
             if self._stop_requested:
                 manager.stop()
         try:
             await manager.run()
         finally:
-            await self.scraper.close()
+            await manager.scraper.close()
 
     async def _nodes(self) -> Sequence[NodeInfo]:
         """``nodes_fn()``, called on the caller's loop."""
